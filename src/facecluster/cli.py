@@ -1,0 +1,119 @@
+"""The Click layer: parse, call the library once, render. Errors become one line and an exit code.
+
+Subcommands live in ``facecluster/commands/`` and are imported lazily, so ``facecluster --help``
+and catalog-only commands start without importing torch.
+
+    $ facecluster --db photos.db cluster ~/Pictures
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from facecluster import __version__
+from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, FaceclusterError
+
+#: command name -> "module:attribute" under facecluster.commands
+COMMANDS: dict[str, str] = {
+    "detect": "detect:command",
+    "embed": "embed:command",
+    "cluster": "cluster:command",
+    "label": "label:command",
+    "people": "people:command",
+    "faces": "faces:command",
+    "evaluate": "evaluate:command",
+    "train": "train:command",
+    "show": "show:command",
+    "export": "export:command",
+    "forget": "forget:command",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        available = []
+        for name, target in COMMANDS.items():
+            module = target.split(":")[0]
+            if importlib.util.find_spec(f"facecluster.commands.{module}") is not None:
+                available.append(name)
+        return sorted(available)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(f"facecluster.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"facecluster.commands.{module_name}":
+                return None
+            raise
+        return getattr(module, attr)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FaceclusterError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("Interrupted: the catalog is consistent; run the command again to resume.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+            if os.environ.get("FACECLUSTER_DEBUG"):
+                raise
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {exc} (set FACECLUSTER_DEBUG=1 for a traceback)",
+                err=True,
+            )
+            ctx.exit(EXIT_ERROR)
+
+
+class AppContext:
+    """What every subcommand shares: the catalog location (``--db`` > ``FACECLUSTER_DB`` > default)."""
+
+    def __init__(self, db_path: Path | None) -> None:
+        from facecluster.paths import default_db_path
+
+        self.db_path: Path = db_path if db_path is not None else default_db_path()
+
+
+@click.group(cls=LazyGroup)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FACECLUSTER_DB",
+    help="The SQLite catalog (default: ~/.local/share/facecluster/catalog.db).",
+)
+@click.version_option(__version__, prog_name="facecluster")
+@click.pass_context
+def cli(ctx: click.Context, db: Path | None) -> None:
+    """Organise a photo library by person.
+
+    \b
+    Example:
+        facecluster cluster ~/Pictures
+        facecluster people
+        facecluster label 3 "Ada Lovelace"
+    """
+    ctx.obj = AppContext(db)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="facecluster")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Options and helpers shared by the subcommands, so every command spells them the same way.
+
+    @click.command()
+    @quiet_option
+    @json_option
+    @model_options
+    def embed(quiet, as_json, weights, model, device): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quiet_option(func: F) -> F:
+    """``-q/--quiet``: no progress bars and no summary on stderr."""
+    return click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable results on stdout (the parameter is named ``as_json``)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(func)
+
+
+def force_option(func: F) -> F:
+    """``--force``: redo work that is already finished."""
+    return click.option("--force", is_flag=True, help="Redo work that is already done.")(func)
+
+
+def model_options(func: F) -> F:
+    """``--weights PATH``, ``--model PATH`` and ``--device`` for commands that embed faces."""
+    func = click.option(
+        "--device",
+        default="cpu",
+        show_default=True,
+        envvar="FACECLUSTER_DEVICE",
+        help="Torch device: cpu, cuda or cuda:N.",
+    )(func)
+    func = click.option(
+        "--model",
+        "model_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A model file made by `facecluster train`.",
+    )(func)
+    func = click.option(
+        "--weights",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="FACECLUSTER_WEIGHTS",
+        help="A pretrained InceptionResnetV1 state dict (default: vggface2, from the cache or downloaded).",
+    )(func)
+    return func
+
+
+def db_path(ctx: click.Context) -> Path:
+    """The catalog path chosen on the group (``--db`` / ``FACECLUSTER_DB`` / default)."""
+    return ctx.find_root().obj.db_path

@@ -1,0 +1,55 @@
+"""Every default of facecluster, in frozen dataclasses: flag > environment variable > these values.
+
+Each area owns one dataclass; commands build it from their options with ``dataclasses.replace``::
+
+    cfg = replace(DetectConfig(), min_face_size=40)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Face detection (MTCNN) and alignment defaults."""
+
+    min_face_size: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    factor: float = 0.709
+    crop_size: int = 160
+    margin: int = 14  # pixels around the box, in the original image, before resizing to crop_size
+    max_side: int = 1600  # photos are decoded/downscaled so their longer side is at most this
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Embedding defaults."""
+
+    batch_size: int = 32
+    flip: bool = False  # test-time augmentation: average the embeddings of the crop and its mirror
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Clustering defaults (tuned and documented in docs/)."""
+
+    method: str = "agglomerative"
+    threshold: float = 1.0  # squared L2 distance for average linkage
+    min_cluster_size: int = 2
+    min_probability: float = 0.9
+    min_face_px: int = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Triplet training defaults (FaceNet: margin 0.2, AdaGrad lr 0.05, 128-d)."""
+
+    dim: int = 128
+    margin: float = 0.2
+    epochs: int = 1
+    identities_per_batch: int = 8  # P
+    faces_per_identity: int = 4  # K
+    optimizer: str = "adagrad"
+    lr: float = 0.05
+    seed: int = 0

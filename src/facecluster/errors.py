@@ -1,0 +1,39 @@
+"""The exception hierarchy of the library. No Click here: ``cli.py`` maps these to exit codes.
+
+Every message is one line a user can act on, e.g.::
+
+    raise WeightsError("MTCNN weights 'pnet.pt' not found: put it in ~/.cache/facecluster/weights/")
+"""
+
+from __future__ import annotations
+
+#: Exit codes shared by every command.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # Click's own code for bad arguments
+EXIT_PARTIAL = 3  # the run finished but some inputs failed (they are recorded and reported)
+EXIT_INTERRUPTED = 130
+
+
+class FaceclusterError(Exception):
+    """Base class: an error the user can fix; its message is shown as one line."""
+
+
+class ImageError(FaceclusterError):
+    """A photo could not be read or decoded (corrupt, truncated, unsupported, too large)."""
+
+
+class WeightsError(FaceclusterError):
+    """Model weights are missing, cannot be downloaded, or do not fit the model."""
+
+
+class ModelError(FaceclusterError):
+    """A model file is invalid, of the wrong shape, or asked for an unavailable device."""
+
+
+class CatalogError(FaceclusterError):
+    """The catalog is missing, locked, or a referenced row (cluster, person, face) does not exist."""
+
+
+class DataError(FaceclusterError):
+    """Input data (pairs file, training folder, truth file) is missing or malformed."""

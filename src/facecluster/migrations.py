@@ -1,0 +1,148 @@
+"""Numbered schema migrations, applied in order when the catalog opens.
+
+Add a migration by appending a function ``mNNN_description(db)`` to ``MIGRATIONS``; never edit one
+that has shipped. Each runs inside one transaction together with its row in ``_migrations``::
+
+    def m002_add_photo_taken_at(db: Database) -> None:
+        db["photos"].add_column("taken_at", str)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlite_utils import Database
+
+
+def m001_initial(db: Database) -> None:
+    """Photos, the paths they were seen at, faces, models, embeddings, clusters, people, runs."""
+    db.executescript(
+        """
+        CREATE TABLE photos (
+            id INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,          -- sha256 of the file content: identity of a photo
+            path TEXT NOT NULL,                 -- where it was last seen
+            size INTEGER NOT NULL,
+            mtime REAL NOT NULL,
+            width INTEGER,                      -- after EXIF orientation
+            height INTEGER,
+            orientation INTEGER,                -- EXIF orientation tag (1 = none)
+            status TEXT NOT NULL DEFAULT 'new', -- new | detected | error
+            error TEXT,                         -- one-line reason when status = 'error'
+            detector TEXT,                      -- detection configuration key that produced the faces
+            n_faces INTEGER,
+            added_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX photos_path ON photos(path);
+
+        -- Every path a photo was seen at, so re-runs skip unchanged files without hashing them.
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY,
+            photo_id INTEGER REFERENCES photos(id) ON DELETE CASCADE,
+            size INTEGER NOT NULL,
+            mtime REAL NOT NULL,
+            seen_at TEXT NOT NULL,
+            error TEXT                          -- set when the file could not be read at all
+        );
+        CREATE INDEX files_photo ON files(photo_id);
+
+        CREATE TABLE people (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE models (
+            id TEXT PRIMARY KEY,                -- e.g. 'casia-webface:415ef259' or 'trained:1a2b3c4d'
+            kind TEXT NOT NULL,                 -- pretrained | trained
+            path TEXT,
+            sha256 TEXT,
+            dim INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            command TEXT NOT NULL,
+            args TEXT,                          -- JSON
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL DEFAULT 'running', -- running | ok | partial | error | interrupted
+            stats TEXT                          -- JSON
+        );
+
+        CREATE TABLE clusters (
+            id INTEGER PRIMARY KEY,
+            model_id TEXT NOT NULL REFERENCES models(id),
+            run_id INTEGER REFERENCES runs(id),
+            person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+            size INTEGER NOT NULL DEFAULT 0,
+            ignored INTEGER NOT NULL DEFAULT 0, -- marked "not a face" / ignored by the user
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE faces (
+            id INTEGER PRIMARY KEY,
+            photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL, -- oriented pixels
+            landmarks TEXT,                     -- JSON [[x, y] x 5]: eyes, nose, mouth corners
+            probability REAL NOT NULL,
+            crop BLOB,                          -- the aligned crop, encoded (see crop_format)
+            crop_format TEXT,                   -- e.g. 'png' or 'jpeg'
+            cluster_id INTEGER REFERENCES clusters(id) ON DELETE SET NULL,
+            person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+            person_source TEXT,                 -- label (cluster named by user) | user (moved) | auto
+            ignored INTEGER NOT NULL DEFAULT 0, -- "not a face" / ignored by the user
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX faces_photo ON faces(photo_id);
+        CREATE INDEX faces_cluster ON faces(cluster_id);
+        CREATE INDEX faces_person ON faces(person_id);
+
+        -- "this face is not this person": kept out of that person by every later clustering.
+        CREATE TABLE face_rejections (
+            face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+            person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (face_id, person_id)
+        );
+
+        CREATE TABLE embeddings (
+            face_id INTEGER NOT NULL REFERENCES faces(id) ON DELETE CASCADE,
+            model_id TEXT NOT NULL REFERENCES models(id),
+            dim INTEGER NOT NULL,
+            dtype TEXT NOT NULL DEFAULT 'float32', -- float32 | uint8 (quantised, see scale)
+            scale REAL,                            -- dequantisation scale for uint8
+            vector BLOB NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (face_id, model_id)
+        );
+        CREATE INDEX embeddings_model ON embeddings(model_id);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [m001_initial]
+
+
+def now() -> str:
+    """UTC timestamp used in every ``*_at`` column, e.g. ``2026-11-22T05:28:21+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def apply_migrations(db: Database) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied (oldest first)."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for migration in MIGRATIONS:
+        name = migration.__name__
+        if name in done:
+            continue
+        with db.conn:  # one transaction: the schema change and its record land together
+            migration(db)
+            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [name, now()])
+        applied.append(name)
+    return applied

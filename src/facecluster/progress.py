@@ -1,0 +1,52 @@
+"""rich progress bars on stderr, handed to the library as a plain ``ProgressFn``.
+
+Silent with ``-q`` or when stderr is not a terminal::
+
+    with progress_bar(quiet=False) as progress:
+        detect_paths(catalog, paths, progress=progress)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from facecluster.reporting import ProgressFn, null_progress
+
+stderr_console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(quiet: bool = False) -> Iterator[ProgressFn]:
+    """Yield a progress callback drawing one rich bar per stage on stderr (or a no-op)."""
+    if quiet or not sys.stderr.isatty():
+        yield null_progress
+        return
+    columns = (
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    tasks: dict[str, TaskID] = {}
+    with Progress(*columns, console=stderr_console, transient=False) as bars:
+
+        def report(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield report

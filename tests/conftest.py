@@ -1,0 +1,34 @@
+"""Shared fixtures: the location of ../shared (weights, LFW), skipping cleanly when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FACECLUSTER_SHARED", ROOT.parent / "shared"))
+
+# Two cores: keep tests from oversubscribing them.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def shared_file(*parts: str) -> Path:
+    """Path of a file under ../shared (or $FACECLUSTER_SHARED); skips the test when it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared material not available: {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's catalog or cache: point both at a temp dir for every test."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("FACECLUSTER_HOME", str(home / "data"))
+    monkeypatch.setenv("FACECLUSTER_CACHE", str(home / "cache"))
+    monkeypatch.delenv("FACECLUSTER_DB", raising=False)
+    monkeypatch.delenv("FACECLUSTER_WEIGHTS", raising=False)
+    monkeypatch.setenv("FACECLUSTER_OFFLINE", "1")  # tests never touch the network
