@@ -1,0 +1,1 @@
+"""The networks: MTCNN (detection + landmarks) and InceptionResnetV1 (the FaceNet embedding)."""

@@ -1,0 +1,1 @@
+"""Triplet training: P x K sampling, online miners, the triplet loss and the trainer."""
