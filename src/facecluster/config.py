@@ -34,11 +34,16 @@ class EmbedConfig:
 class ClusterConfig:
     """Clustering defaults (tuned and documented in docs/)."""
 
-    method: str = "agglomerative"
-    threshold: float = 1.0  # squared L2 distance for average linkage
+    method: str = "agglomerative"  # agglomerative (average linkage on a graph) | hdbscan
+    threshold: float = 1.0  # squared L2: merge while the mean squared distance between clusters <= this
     min_cluster_size: int = 2
     min_probability: float = 0.9
     min_face_px: int = 20
+    k: int = 15  # neighbours per face in the kNN graph (large libraries)
+    exact_max_n: int = 5000  # up to this many faces: exact average linkage (all pairs within reach)
+    ann_min_n: int = 20000  # from this many faces on, the kNN graph is approximate (faiss HNSW)
+    hdbscan_min_samples: int = 5  # HDBSCAN density (neighbours, excluding the point itself)
+    assign_k: int = 10  # incremental: known neighbours that vote for a new face
 
 
 @dataclass(frozen=True)
