@@ -1,0 +1,496 @@
+"""Pure clustering functions: embeddings (+ what the user knows) -> cluster labels.
+
+Average linkage with a distance threshold, on squared L2 distances, in near-linear memory::
+
+    labels = cluster_embeddings(X, ClusterConfig(threshold=1.0), groups=photo_ids)
+    new = assign_to_known(X_new, X_known, known_labels, threshold=1.0)
+
+**Definition.** The distance between clusters A and B is the *mean of the squared distances*
+``||a - b||^2`` over the pairs (a, b) that the graph holds between them (UPGMA on squared L2, not the
+square of the mean Euclidean distance). Clusters merge, closest first, while that mean is
+``<= threshold``. Up to ``exact_max_n`` faces the graph holds every pair that can matter (all pairs
+inside each single-linkage component at the threshold: pairs across components never merge and do
+not enter any average), so the result equals exact average linkage; above, it is the kNN graph.
+
+**Constraints** are kept inside the merge loop: faces with one ``must_link`` id start as one cluster;
+clusters sharing a photo (``groups``), holding a ``cannot_link_pairs`` pair, or carrying two different
+``must_link`` ids never merge.
+
+**Algorithm.** Average linkage is reducible, so merging every pair of clusters that are each other's
+nearest neighbour (below the threshold) at once gives the same clusters as merging one pair at a time.
+Each round does that with numpy over the edge list; a cluster with no mergeable edge left is finished
+and its edges are dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from facecluster.config import ClusterConfig
+from facecluster.errors import DataError
+from facecluster.knn import exact_knn, knn_graph, radius_pairs
+from facecluster.reporting import ProgressFn, null_progress
+
+METHODS = ("agglomerative", "hdbscan")
+
+
+def _check_embeddings(X: np.ndarray, name: str = "X") -> np.ndarray:
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise DataError(f"{name} must be a 2-d array of embeddings, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise DataError(f"{name} holds NaN or infinite values; re-embed those faces")
+    return X
+
+
+def _check_vector(a: np.ndarray | None, n: int, name: str) -> np.ndarray | None:
+    if a is None:
+        return None
+    a = np.asarray(a, dtype=np.int64)
+    if a.shape != (n,):
+        raise DataError(f"{name} must have one entry per face ({n}), got shape {a.shape}")
+    return a
+
+
+def group_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` of faces with the same group id (same photo); ids < 0 are ignored.
+
+    >>> group_pairs(np.array([7, 3, 7, 7]))
+    (array([0, 0, 2]), array([2, 3, 3]))
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    idx = np.flatnonzero(groups >= 0)
+    order = idx[np.argsort(groups[idx], kind="stable")]
+    g = groups[order]
+    us, vs = [], []
+    offset = 1
+    while offset < len(order):
+        same = g[offset:] == g[:-offset]
+        if not same.any():
+            break  # sorted: no group holds more than `offset` faces
+        a, b = order[:-offset][same], order[offset:][same]
+        us.append(np.minimum(a, b))
+        vs.append(np.maximum(a, b))
+        offset += 1
+    if not us:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    u, v = np.concatenate(us), np.concatenate(vs)
+    order = np.lexsort((v, u))
+    return u[order], v[order]
+
+
+def _canonical(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.minimum(u, v), np.maximum(u, v)
+
+
+def _must_link_roots(must_link: np.ndarray | None, n: int) -> np.ndarray:
+    """Node of every face after pre-merging must-link groups: the first face of its person."""
+    roots = np.arange(n, dtype=np.int64)
+    if must_link is None:
+        return roots
+    linked = np.flatnonzero(must_link >= 0)
+    if len(linked):
+        ids, first = np.unique(must_link[linked], return_index=True)
+        roots[linked] = linked[first][np.searchsorted(ids, must_link[linked])]
+    return roots
+
+
+def _aggregate(
+    u: np.ndarray, v: np.ndarray, s: np.ndarray, c: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sum parallel edges (same endpoints after relabelling) and drop self-loops."""
+    u, v = _canonical(u, v)
+    keep = u != v
+    u, v, s, c = u[keep], v[keep], s[keep], c[keep]
+    key = u * n + v
+    uniq, inv = np.unique(key, return_inverse=True)
+    if len(uniq) == len(key):
+        return u, v, s, c
+    s2 = np.bincount(inv, weights=s, minlength=len(uniq))
+    c2 = np.bincount(inv, weights=c, minlength=len(uniq))
+    return uniq // n, uniq % n, s2, c2
+
+
+def average_linkage_graph(
+    n: int,
+    u: np.ndarray,
+    v: np.ndarray,
+    d2: np.ndarray,
+    threshold: float,
+    *,
+    must_link: np.ndarray | None = None,
+    conflicts: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: ProgressFn = null_progress,
+) -> np.ndarray:
+    """Average linkage on a sparse graph of squared distances; returns each face's root face index.
+
+    ``u, v, d2``: edges (each pair once); ``conflicts``: face pairs that must never share a cluster;
+    ``must_link``: person id per face or -1. Faces end in the same cluster iff they share a root.
+
+    >>> average_linkage_graph(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 3.0]), 1.0)
+    array([0, 0, 2])
+    """
+    roots = _must_link_roots(must_link, n)
+    person = np.full(n, -1, dtype=np.int64)
+    if must_link is not None:
+        person[roots] = np.maximum(person[roots], must_link)  # the root carries its person id
+    eu, ev, es, ec = _aggregate(
+        roots[u], roots[v], np.asarray(d2, dtype=np.float64), np.ones(len(u), dtype=np.float64), n
+    )
+    if conflicts is not None and len(conflicts[0]):
+        cu, cv = _canonical(roots[conflicts[0]], roots[conflicts[1]])
+        keep = cu != cv  # a must-link beats a conflict the user created themselves
+        conflict_keys = np.unique(cu[keep] * n + cv[keep])
+    else:
+        conflict_keys = np.empty(0, dtype=np.int64)
+    labels = roots.copy()
+    total = len(eu)
+    while len(eu):
+        avg = es / ec
+        eligible = avg <= threshold
+        pu, pv = person[eu], person[ev]
+        eligible &= ~((pu >= 0) & (pv >= 0) & (pu != pv))
+        if len(conflict_keys):
+            eligible &= ~np.isin(eu * n + ev, conflict_keys)
+        # A cluster with no mergeable edge never merges again (merging only averages edges that are
+        # all above the threshold or forbidden), and its edges enter no other average: drop them.
+        active = np.zeros(n, dtype=bool)
+        active[eu[eligible]] = True
+        active[ev[eligible]] = True
+        keep = active[eu] & active[ev]
+        eu, ev, es, ec, avg, eligible = eu[keep], ev[keep], es[keep], ec[keep], avg[keep], eligible[keep]
+        if not eligible.any():
+            break
+        # Nearest mergeable neighbour of each cluster; ties go to the smaller id (no cycles > 2).
+        src = np.concatenate([eu[eligible], ev[eligible]])
+        dst = np.concatenate([ev[eligible], eu[eligible]])
+        w = np.concatenate([avg[eligible], avg[eligible]])
+        order = np.lexsort((dst, w, src))
+        src, dst = src[order], dst[order]
+        first = np.ones(len(src), dtype=bool)
+        first[1:] = src[1:] != src[:-1]
+        nearest = np.full(n, -1, dtype=np.int64)
+        nearest[src[first]] = dst[first]
+        a = src[first]
+        b = dst[first]
+        mutual = (nearest[b] == a) & (a < b)
+        a, b = a[mutual], b[mutual]
+        parent = np.arange(n, dtype=np.int64)
+        parent[b] = a
+        person[a] = np.maximum(person[a], person[b])
+        labels = parent[labels]
+        eu, ev, es, ec = _aggregate(parent[eu], parent[ev], es, ec, n)
+        if len(conflict_keys):
+            cu, cv = _canonical(parent[conflict_keys // n], parent[conflict_keys % n])
+            conflict_keys = np.unique(cu * n + cv)
+        progress("cluster", total - len(eu), total)
+    progress("cluster", total, total)
+    return labels
+
+
+def _finish(roots: np.ndarray, min_size: int, keep_roots: np.ndarray | None = None) -> np.ndarray:
+    """Roots -> labels 0..m-1 by decreasing size (ties: smallest face first); small clusters -> -1."""
+    n = len(roots)
+    uniq, first, inv, counts = np.unique(roots, return_index=True, return_inverse=True, return_counts=True)
+    big = counts >= min_size
+    if keep_roots is not None:
+        big |= np.isin(uniq, keep_roots)
+    order = np.lexsort((first, -counts))
+    order = order[big[order]]
+    rank = np.full(len(uniq), -1, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    labels = rank[inv] if n else np.empty(0, dtype=np.int64)
+    return labels.astype(np.int64)
+
+
+def _conflicts(
+    n: int, groups: np.ndarray | None, cannot_link_pairs: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    us, vs = [], []
+    if groups is not None:
+        gu, gv = group_pairs(groups)
+        us.append(gu)
+        vs.append(gv)
+    if cannot_link_pairs is not None:
+        pairs = np.asarray(cannot_link_pairs, dtype=np.int64).reshape(-1, 2)
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= n):
+            raise DataError(f"cannot_link_pairs refers to faces outside 0..{n - 1}")
+        us.append(pairs[:, 0])
+        vs.append(pairs[:, 1])
+    if not us:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return np.concatenate(us), np.concatenate(vs)
+
+
+def _exact_edges(
+    X: np.ndarray, threshold: float, roots: np.ndarray, progress: ProgressFn
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair inside each single-linkage component at ``threshold`` (must-links join components)."""
+    n = len(X)
+    ru, rv, _ = radius_pairs(X, threshold, progress=progress)
+    linked = np.flatnonzero(roots != np.arange(n))
+    graph = coo_matrix(
+        (np.ones(len(ru) + len(linked)), (np.concatenate([ru, linked]), np.concatenate([rv, roots[linked]]))),
+        shape=(n, n),
+    )
+    _, comp = connected_components(graph, directed=False)
+    order = np.argsort(comp, kind="stable")
+    bounds = np.flatnonzero(np.diff(comp[order])) + 1
+    us, vs, ds = [], [], []
+    for members in np.split(order, bounds):
+        if len(members) < 2:
+            continue
+        sub = X[members]
+        sq = (sub * sub).sum(1)
+        D = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (sub @ sub.T), 0.0)
+        i, j = np.triu_indices(len(members), 1)
+        us.append(members[i])
+        vs.append(members[j])
+        ds.append(D[i, j])
+    if not us:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty.copy(), np.empty(0, dtype=np.float32)
+    return np.concatenate(us), np.concatenate(vs), np.concatenate(ds).astype(np.float32)
+
+
+def _knn_edges(
+    X: np.ndarray, config: ClusterConfig, roots: np.ndarray, progress: ProgressFn
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetrised kNN edges, keeping only those inside single-linkage components at the threshold."""
+    n = len(X)
+    idx, d2 = knn_graph(X, config.k, ann_min_n=config.ann_min_n, progress=progress)
+    rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
+    cols, dist = idx.ravel(), d2.ravel()
+    ok = (cols >= 0) & np.isfinite(dist)
+    u, v = _canonical(rows[ok], cols[ok])
+    dist = dist[ok]
+    key, first = np.unique(u * n + v, return_index=True)
+    u, v, dist = key // n, key % n, dist[first]
+    close = dist <= config.threshold
+    linked = np.flatnonzero(roots != np.arange(n))
+    graph = coo_matrix(
+        (
+            np.ones(int(close.sum()) + len(linked)),
+            (np.concatenate([u[close], linked]), np.concatenate([v[close], roots[linked]])),
+        ),
+        shape=(n, n),
+    )
+    _, comp = connected_components(graph, directed=False)
+    inside = comp[u] == comp[v]  # edges across components never enter an average that can merge
+    return u[inside], v[inside], dist[inside]
+
+
+def _hdbscan(
+    X: np.ndarray, config: ClusterConfig, progress: ProgressFn
+) -> np.ndarray:
+    """HDBSCAN (scikit-learn) on the sparse kNN graph; components joined by far edges."""
+    from sklearn.cluster import HDBSCAN
+
+    n = len(X)
+    min_samples = max(1, config.hdbscan_min_samples)
+    k = max(config.k, min_samples + 1)
+    idx, d2 = knn_graph(X, k, ann_min_n=config.ann_min_n, progress=progress)
+    rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
+    cols, dist = idx.ravel(), d2.ravel()
+    ok = (cols >= 0) & np.isfinite(dist)
+    rows, cols = rows[ok], cols[ok]
+    # Euclidean distances; a zero would read as a missing entry in a sparse matrix.
+    dist = np.maximum(np.sqrt(dist[ok]), 1e-6)
+    graph = coo_matrix((dist, (rows, cols)), shape=(n, n)).tocsr()
+    graph = graph.maximum(graph.T)
+    n_comp, comp = connected_components(graph, directed=False)
+    if n_comp > 1:
+        # scikit-learn needs one connected graph: chain the components with edges longer than any
+        # distance between unit vectors (2), so they only meet at the top of the hierarchy.
+        firsts = np.unique(comp, return_index=True)[1]
+        a, b = firsts[:-1], firsts[1:]
+        far = np.full(len(a), 4.0)
+        bridge = coo_matrix((np.concatenate([far, far]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
+        graph = (graph + bridge.tocsr()).tocsr()
+    progress("hdbscan", 0, 1)
+    model = HDBSCAN(
+        min_cluster_size=max(2, config.min_cluster_size),
+        min_samples=min_samples + 1,  # scikit-learn counts the point itself
+        metric="precomputed",
+        allow_single_cluster=False,
+        # the graph is ours: let scikit-learn change it in place where its version can (>= 1.5)
+        **({"copy": False} if "copy" in HDBSCAN().get_params() else {}),
+    )
+    labels = model.fit_predict(graph)
+    progress("hdbscan", 1, 1)
+    return labels.astype(np.int64)
+
+
+def _enforce_after(
+    X: np.ndarray,
+    labels: np.ndarray,
+    must_link: np.ndarray | None,
+    conflicts: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Constraints for methods that cannot hold them while merging (HDBSCAN): applied afterwards.
+
+    Must-link: the faces of a person join the cluster most of them are in (or a new one). Cannot-link:
+    of two conflicting faces in one cluster, the one farther from the cluster mean leaves it.
+    """
+    labels = labels.copy()
+    next_label = labels.max() + 1 if len(labels) else 0
+    if must_link is not None:
+        for pid in np.unique(must_link[must_link >= 0]):
+            members = np.flatnonzero(must_link == pid)
+            found = labels[members][labels[members] >= 0]
+            if len(found):
+                labels[members] = np.bincount(found).argmax()
+            else:
+                labels[members] = next_label
+                next_label += 1
+    cu, cv = conflicts
+    pinned = np.zeros(len(labels), dtype=bool) if must_link is None else must_link >= 0
+    for _ in range(len(cu) + 1):
+        clash = (labels[cu] == labels[cv]) & (labels[cu] >= 0)
+        if not clash.any():
+            break
+        i, j = cu[clash][0], cv[clash][0]
+        cluster = np.flatnonzero(labels == labels[i])
+        centre = X[cluster].mean(0)
+        di, dj = ((X[i] - centre) ** 2).sum(), ((X[j] - centre) ** 2).sum()
+        leave = j if (dj >= di and not pinned[j]) or pinned[i] else i
+        labels[leave] = -1
+    return labels
+
+
+def cluster_embeddings(
+    X: np.ndarray,
+    config: ClusterConfig,
+    *,
+    groups: np.ndarray | None = None,
+    must_link: np.ndarray | None = None,
+    cannot_link_pairs: np.ndarray | None = None,
+    progress: ProgressFn = null_progress,
+) -> np.ndarray:
+    """Cluster unit embeddings into people: int64 labels 0..m-1 (largest first), -1 = unclustered.
+
+    ``groups[i]``: photo id of face i (faces of one photo never share a cluster); ``must_link[i]``: a
+    person id or -1 (faces of one person share a cluster, which is kept whatever its size);
+    ``cannot_link_pairs``: (m, 2) face index pairs kept apart. ``config.method``: ``agglomerative``
+    (average linkage of squared L2 distances, merging while the mean is <= ``config.threshold``) or
+    ``hdbscan`` (constraints applied after clustering). Clusters smaller than
+    ``config.min_cluster_size`` become -1.
+
+    >>> X = np.array([[1, 0], [0.995, 0.0998], [0, 1]], dtype=np.float32)
+    >>> cluster_embeddings(X, ClusterConfig(min_cluster_size=1)).tolist()
+    [0, 0, 1]
+    """
+    X = _check_embeddings(X)
+    n = len(X)
+    groups = _check_vector(groups, n, "groups")
+    must_link = _check_vector(must_link, n, "must_link")
+    if config.method not in METHODS:
+        raise DataError(f"unknown clustering method {config.method!r}: use one of {', '.join(METHODS)}")
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    conflicts = _conflicts(n, groups, cannot_link_pairs)
+    if config.method == "hdbscan":
+        labels = _enforce_after(X, _hdbscan(X, config, progress), must_link, conflicts)
+        roots = np.where(labels >= 0, labels, -np.arange(1, n + 1))  # noise: each face alone
+        keep = None if must_link is None else np.unique(roots[must_link >= 0])
+        return _finish(roots, config.min_cluster_size, keep)
+    roots0 = _must_link_roots(must_link, n)
+    if n <= config.exact_max_n:
+        u, v, d2 = _exact_edges(X, config.threshold, roots0, progress)
+    else:
+        u, v, d2 = _knn_edges(X, config, roots0, progress)
+    roots = average_linkage_graph(
+        n, u, v, d2, config.threshold, must_link=must_link, conflicts=conflicts, progress=progress
+    )
+    keep = None if must_link is None else np.unique(roots[must_link >= 0])
+    return _finish(roots, config.min_cluster_size, keep)
+
+
+def assign_to_known(
+    X_new: np.ndarray,
+    X_known: np.ndarray,
+    known_labels: np.ndarray,
+    *,
+    threshold: float,
+    k: int = 10,
+    groups_new: np.ndarray | None = None,
+    groups_known: np.ndarray | None = None,
+    rejected: np.ndarray | None = None,
+    progress: ProgressFn = null_progress,
+) -> np.ndarray:
+    """Assign new faces to known clusters/people by their nearest known faces; -1 = leave for clustering.
+
+    **Rule.** Take the ``k`` nearest known faces that carry a label (>= 0). For each label among them,
+    votes = how many of those neighbours carry it and score = their mean squared distance to the new
+    face. The label with the most votes (ties: lower score) wins if its score is ``<= threshold`` and
+    it holds a strict majority of the neighbours closer than ``threshold`` (so a face between two
+    similar people, e.g. siblings, stays unassigned). Constraints: a new face never joins a label that
+    already holds a face of its photo (``groups_new`` vs ``groups_known``), nor one listed for it in
+    ``rejected`` ((m, 2) rows of new-face index, label); two new faces of one photo never join the same
+    label (the closer keeps it).
+
+    >>> known = np.array([[1, 0], [0.99, 0.141], [0, 1]], dtype=np.float32)
+    >>> assign_to_known(np.array([[0.995, 0.0998]], dtype=np.float32), known, np.array([4, 4, 7]),
+    ...                 threshold=1.0, k=3).tolist()
+    [4]
+    """
+    X_new = _check_embeddings(X_new, "X_new")
+    X_known = _check_embeddings(X_known, "X_known")
+    known_labels = np.asarray(known_labels, dtype=np.int64)
+    if known_labels.shape != (len(X_known),):
+        raise DataError(f"known_labels must have one entry per known face ({len(X_known)})")
+    n_new = len(X_new)
+    result = np.full(n_new, -1, dtype=np.int64)
+    labelled = np.flatnonzero(known_labels >= 0)
+    if n_new == 0 or len(labelled) == 0:
+        return result
+    if X_new.shape[1] != X_known.shape[1]:
+        raise DataError(f"new embeddings have {X_new.shape[1]} dimensions, known ones {X_known.shape[1]}")
+    groups_new = _check_vector(groups_new, n_new, "groups_new")
+    groups_known = _check_vector(groups_known, len(X_known), "groups_known")
+    idx, d2 = exact_knn(X_new, k, Y=X_known[labelled], progress=progress)
+    lab = known_labels[labelled][idx]  # (n_new, k') labels of the neighbours
+
+    forbidden: set[tuple[int, int]] = set()
+    if rejected is not None:
+        forbidden.update(map(tuple, np.asarray(rejected, dtype=np.int64).reshape(-1, 2).tolist()))
+    if groups_new is not None and groups_known is not None:
+        # label -> photos it already holds; a new face from one of those photos cannot join it.
+        photos_of: dict[int, set[int]] = {}
+        for g, lbl in zip(groups_known[labelled].tolist(), known_labels[labelled].tolist()):
+            photos_of.setdefault(lbl, set()).add(g)
+    else:
+        photos_of = {}
+
+    scores = np.full(n_new, np.inf)
+    for i in range(n_new):
+        within = d2[i] <= threshold
+        if not within.any():
+            continue
+        votes: dict[int, list[float]] = {}
+        for lbl, dist in zip(lab[i].tolist(), d2[i].tolist()):
+            votes.setdefault(lbl, []).append(dist)
+        best, best_key = -1, None
+        for lbl, dists in votes.items():
+            if (i, lbl) in forbidden:
+                continue
+            if groups_new is not None and groups_new[i] in photos_of.get(lbl, ()):
+                continue
+            key = (-len(dists), float(np.mean(dists)))
+            if best_key is None or key < best_key:
+                best, best_key = lbl, key
+        if best < 0 or best_key is None or best_key[1] > threshold:
+            continue
+        if 2 * int((within & (lab[i] == best)).sum()) <= int(within.sum()):
+            continue
+        result[i], scores[i] = best, best_key[1]
+    if groups_new is not None:
+        # Two new faces of one photo under one label: keep the closer one.
+        order = np.lexsort((scores, result, groups_new))
+        g, r = groups_new[order], result[order]
+        dup = np.zeros(len(order), dtype=bool)
+        dup[1:] = (g[1:] == g[:-1]) & (r[1:] == r[:-1]) & (r[1:] >= 0)
+        result[order[dup]] = -1
+    return result
