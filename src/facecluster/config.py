@@ -47,6 +47,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class SiteConfig:
+    """`facecluster show` review site and `facecluster export` defaults."""
+
+    faces_per_page: int = 500  # contact-sheet pagination: keeps each page light on 100k-face libraries
+    groups_per_page: int = 500  # index pagination (people and clusters)
+    thumb_size: int = 112  # pixels, square; thumbnails are made once and reused by later runs
+    thumb_quality: int = 85  # JPEG quality of thumbnails and previews
+    preview_max_side: int = 1600  # previews are made only for photos a browser cannot show (HEIC, TIFF)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Triplet training defaults (FaceNet: margin 0.2, AdaGrad lr 0.05, 128-d)."""
 
