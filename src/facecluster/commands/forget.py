@@ -1,0 +1,71 @@
+"""``facecluster forget``: delete a person's name, faces, crops and vectors (the photos stay)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facecluster.commands.common import db_path, json_option, quiet_option
+from facecluster.output import emit_json
+
+
+@click.command()
+@click.argument("person")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--site",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Also delete the person's pages and thumbnails from this `facecluster show` folder, then refresh it.",
+)
+@click.option("--vacuum", is_flag=True, help="Also compact the catalog file (slow on large catalogs).")
+@quiet_option
+@json_option
+@click.pass_context
+def command(
+    ctx: click.Context, person: str, yes: bool, site: Path | None, vacuum: bool, quiet: bool, as_json: bool
+) -> None:
+    """Forget PERSON: delete their name, faces, face crops and vectors from the catalog.
+
+    Clusters left empty are deleted; the photo files are never touched. Deleted rows are
+    overwritten in the catalog file (SQLite secure_delete, then a WAL checkpoint). Without --site,
+    delete the old review site or run `facecluster show` again to refresh it.
+
+    \b
+    Example:
+        facecluster forget "Ada Lovelace"
+        facecluster forget "Ada Lovelace" --yes --site ~/faces-site --json
+    """
+    from facecluster.catalog import Catalog
+    from facecluster.commands.show import command_prefix
+    from facecluster.forget import forget_person, plan_forget
+    from facecluster.progress import progress_bar
+    from facecluster.site import LabelCommands, build_site
+
+    with Catalog.open(db_path(ctx)) as catalog:
+        plan = plan_forget(catalog, person)
+        what = (
+            f"{plan.name}: {plan.faces} faces, {plan.crops} crops, {plan.vectors} vectors, "
+            f"{plan.clusters_deleted} clusters"
+        )
+        if not yes:
+            click.confirm(f"Forget {what}? This cannot be undone", abort=True, err=True)
+        with progress_bar(quiet) as progress:
+            summary = forget_person(catalog, plan.name, site=site, vacuum=vacuum, progress=progress)
+            if site is not None:
+                build_site(catalog, site, commands=LabelCommands(command_prefix(ctx)), progress=progress)
+    if as_json:
+        emit_json(summary.as_dict())
+    if not quiet:
+        click.echo(
+            f"Forgot {summary.name}: deleted {summary.faces} faces, {summary.crops} crops, {summary.vectors} vectors, "
+            f"{summary.clusters_deleted} clusters ({summary.clusters_kept} kept unnamed); photos untouched.",
+            err=True,
+        )
+        if site is not None:
+            click.echo(f"Removed {summary.site_files_removed} files from {site} and refreshed it.", err=True)
+        if not summary.checkpointed and not summary.vacuumed:
+            click.echo(
+                "Note: another process has the catalog open; deleted pages leave its WAL file when it closes.",
+                err=True,
+            )

@@ -1,0 +1,284 @@
+"""The static review site of ``facecluster show``, on a small library made of generated photos.
+
+``make_library`` is also used by test_export.py, test_forget.py and test_site_browser.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from facecluster.catalog import Catalog
+from facecluster.cli import cli
+from facecluster.config import SiteConfig
+from facecluster.migrations import now
+from facecluster.site import LabelCommands, build_site
+
+MODEL = "test:0001"
+
+
+@dataclass
+class Library:
+    """A catalog of generated photos: people, unnamed clusters, one unclustered face."""
+
+    db: Path
+    photos: dict[str, Path]
+    people: dict[str, int]
+    clusters: dict[str, int]
+    faces: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _crop(color: tuple[int, int, int], fmt: str = "PNG") -> bytes:
+    image = Image.new("RGB", (40, 40), color)
+    ImageDraw.Draw(image).ellipse((8, 6, 32, 36), fill=(255 - color[0], 200, 150))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _photo(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (240, 160)) -> None:
+    image = Image.new("RGB", size, color)
+    ImageDraw.Draw(image).rectangle((20, 20, 80, 90), fill=(230, 190, 160))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None)
+
+
+def make_library(root: Path) -> Library:
+    """Photos under ``root/photos`` and a catalog ``root/catalog.db``:
+
+    - "Ada Lovelace" (cluster A, 3 faces in 3 photos), "Zoë Ñúñez" (cluster B, 2 faces in a photo
+      folder with a space and an accent), "AC/DC" (one face moved by the user, no cluster);
+    - unnamed cluster C (4 faces, one without a stored crop), unnamed cluster D (2 faces);
+    - one unclustered face; one ignored face; a run whose arguments mention Ada.
+    """
+    photos_dir = root / "photos"
+    rng = np.random.default_rng(0)
+    names = {
+        "ada1": "ada 1.jpg",
+        "ada2": "trip/ada 1.jpg",  # same file name as ada1: the export must resolve the collision
+        "ada3": "Ada/IMG_3.jpg",
+        "zoe1": "Été 2024/zoë.jpg",
+        "zoe2": "Été 2024/zoë 2.png",
+        "group": "group.jpg",
+        "c1": "c1.jpg",
+        "c2": "c2.jpg",
+        "d1": "d1.jpg",
+        "lone": "lone.jpg",
+    }
+    photos = {key: photos_dir / rel for key, rel in names.items()}
+    for i, (key, path) in enumerate(photos.items()):
+        _photo(path, (40 + 20 * i, 80, 120))
+    lib = Library(db=root / "catalog.db", photos=photos, people={}, clusters={})
+    with Catalog.open(lib.db) as catalog:
+        db = catalog.db
+        t = now()
+        db["models"].insert({"id": MODEL, "kind": "pretrained", "dim": 4, "created_at": t})
+        for name in ("Ada Lovelace", "Zoë Ñúñez", "AC/DC"):
+            lib.people[name] = db["people"].insert({"name": name, "created_at": t}).last_pk
+        photo_ids = {}
+        for key, path in photos.items():
+            with Image.open(path) as im:
+                width, height = im.size
+            photo_ids[key] = db["photos"].insert(
+                {"hash": f"h-{key}", "path": str(path), "size": path.stat().st_size, "mtime": path.stat().st_mtime,
+                 "width": width, "height": height, "orientation": 1, "status": "detected", "n_faces": 1,
+                 "added_at": t, "updated_at": t}
+            ).last_pk
+            db["files"].insert({"path": str(path), "photo_id": photo_ids[key], "size": 1, "mtime": 0.0, "seen_at": t})
+        run = db["runs"].insert(
+            {"command": "label", "args": json.dumps({"cluster": 1, "name": "Ada Lovelace"}), "started_at": t,
+             "status": "ok"}
+        ).last_pk
+        for key, person in (("A", "Ada Lovelace"), ("B", "Zoë Ñúñez"), ("C", None), ("D", None)):
+            lib.clusters[key] = db["clusters"].insert(
+                {"model_id": MODEL, "run_id": run, "person_id": lib.people.get(person or ""), "size": 0,
+                 "created_at": t}
+            ).last_pk
+        centers = {k: rng.normal(size=4) for k in ("A", "B", "C", "D", "X", "Y")}
+
+        def face(key: str, photo: str, cluster: str | None, person: str | None = None, crop: bool = True,
+                 box: tuple[float, float, float, float] = (20, 20, 80, 90), ignored: int = 0) -> int:
+            color = tuple(int(v) for v in rng.integers(0, 255, size=3))
+            face_id = db["faces"].insert(
+                {"photo_id": photo_ids[photo], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
+                 "probability": float(rng.uniform(0.9, 1.0)), "crop": _crop(color) if crop else None,
+                 "crop_format": "png" if crop else None,
+                 "cluster_id": lib.clusters[cluster] if cluster else None,
+                 "person_id": lib.people[person] if person else None,
+                 "person_source": "user" if person else None, "ignored": ignored, "created_at": t}
+            ).last_pk
+            vec = centers[cluster or "X"] + rng.normal(scale=0.1, size=4)
+            vec = (vec / np.linalg.norm(vec)).astype(np.float32)
+            db["embeddings"].insert(
+                {"face_id": face_id, "model_id": MODEL, "dim": 4, "vector": vec.tobytes(), "created_at": t}
+            )
+            lib.faces.setdefault(cluster or person or "none", []).append(face_id)
+            return face_id
+
+        face("A", "ada1", "A")
+        face("A", "ada2", "A")
+        face("A", "ada3", "A")
+        face("A", "group", "A", box=(20, 20, 80, 90))
+        face("B", "zoe1", "B")
+        face("B", "zoe2", "B")
+        face("B", "group", "B", box=(120, 30, 180, 100))
+        face("X", "group", None, person="AC/DC", box=(190, 40, 230, 90))
+        for photo in ("c1", "c2", "group"):
+            face("C", photo, "C", box=(20, 20, 80, 90) if photo != "group" else (100, 100, 140, 150))
+        face("C", "c1", "C", crop=False, box=(120, 20, 200, 110))
+        face("D", "d1", "D")
+        face("D", "d1", "D", box=(130, 40, 200, 120))
+        face("Y", "lone", None)
+        face("Y", "lone", None, box=(150, 60, 200, 110), ignored=1)
+        for key, cluster_id in lib.clusters.items():
+            db.execute("UPDATE clusters SET size = (SELECT count(*) FROM faces WHERE cluster_id = ?) WHERE id = ?",
+                       [cluster_id, cluster_id])
+        db.conn.commit()
+    return lib
+
+
+@pytest.fixture()
+def library(tmp_path: Path) -> Library:
+    return make_library(tmp_path)
+
+
+def _modes(root: Path) -> tuple[set[int], set[int]]:
+    dirs, files = set(), set()
+    for path in [root, *root.rglob("*")]:
+        (dirs if path.is_dir() else files).add(stat.S_IMODE(path.stat().st_mode))
+    return dirs, files
+
+
+def test_site_lists_every_group_with_pages_thumbs_and_photo_boxes(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    with Catalog.open(library.db) as catalog:
+        summary = build_site(catalog, out)
+    assert (summary.people, summary.clusters, summary.unclustered) == (3, 2, 1)
+    assert summary.faces == 15  # 16 faces, one ignored
+    assert summary.thumbs_made == 15 and summary.thumbs_failed == 0
+    index = (out / "index.html").read_text()
+    for slug in ("person-1", "person-2", "person-3", f"cluster-{library.clusters['C']}",
+                 f"cluster-{library.clusters['D']}", "unclustered"):
+        assert f'id="{slug}"' in index
+        assert (out / "groups" / f"{'unclustered' if slug == 'unclustered' else slug}.html").exists()
+    # People first (largest first), then clusters by size.
+    order = re.findall(r'class="card" id="([^"]+)"', index)
+    assert order[:3] == ["person-1", "person-2", "person-3"]
+    assert order[3:5] == [f"cluster-{library.clusters['C']}", f"cluster-{library.clusters['D']}"]
+    assert "Zoë Ñúñez" in index and "AC/DC" in index
+    # A sheet links every face to its photo page, which draws every face box of that photo.
+    sheet = (out / f"groups/cluster-{library.clusters['C']}.html").read_text()
+    assert 'loading="lazy"' in sheet
+    assert "facecluster label --move" in sheet and "facecluster label --ignore-face" in sheet
+    group_photo = (out / "photos/0/6.html").read_text()
+    assert group_photo.count("<rect") == 4
+    assert library.photos["group"].absolute().as_uri() in group_photo
+    # Nothing on any page reaches the network.
+    for page in out.rglob("*.html"):
+        text = page.read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+
+
+def test_representative_is_the_face_nearest_the_mean(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    with Catalog.open(library.db) as catalog:
+        build_site(catalog, out)
+        cid = library.clusters["C"]
+        rows = catalog.db.execute(
+            "SELECT e.face_id, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id WHERE f.cluster_id = ?",
+            [cid],
+        ).fetchall()
+    vecs = {fid: np.frombuffer(v, dtype=np.float32) for fid, v in rows}
+    mean = np.mean(list(vecs.values()), axis=0)
+    best = max(vecs, key=lambda fid: vecs[fid] @ mean / np.linalg.norm(vecs[fid]))
+    index = (out / "index.html").read_text()
+    card = re.search(rf'id="cluster-{cid}".*?alt="face (\d+)"', index, re.S)
+    assert card is not None and int(card.group(1)) == best
+
+
+def test_site_files_are_owner_only_whatever_the_umask(library: Library, tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with Catalog.open(library.db) as catalog:
+            build_site(catalog, tmp_path / "site")
+    finally:
+        os.umask(old)
+    dirs, files = _modes(tmp_path / "site")
+    assert dirs == {0o700} and files == {0o600}
+
+
+def test_rerun_reuses_thumbnails_and_pages_paginate(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    config = SiteConfig(faces_per_page=2, groups_per_page=4)
+    with Catalog.open(library.db) as catalog:
+        build_site(catalog, out, config=config)
+        thumb = next((out / "thumbs").rglob("*.jpg"))
+        before = thumb.stat().st_mtime_ns
+        again = build_site(catalog, out, config=config)
+    assert again.thumbs_made == 0 and again.thumbs_reused == 15
+    assert thumb.stat().st_mtime_ns == before
+    cid = library.clusters["C"]
+    assert (out / f"groups/cluster-{cid}-p2.html").exists()  # 4 faces, 2 a page
+    assert not (out / f"groups/cluster-{cid}-p3.html").exists()
+    assert (out / "index-2.html").exists()  # 6 groups, 4 a page
+    assert 'href="../groups/' not in (out / "index-2.html").read_text()  # index links are relative to root
+
+
+def test_face_without_crop_is_cut_from_its_photo_and_missing_photo_degrades(library: Library, tmp_path: Path) -> None:
+    library.photos["c1"].unlink()  # holds the face without a stored crop
+    with Catalog.open(library.db) as catalog:
+        summary = build_site(catalog, tmp_path / "site")
+    assert summary.thumbs_failed == 1
+    assert summary.missing_photos == [str(library.photos["c1"])]
+    page = (tmp_path / "site/photos/0/7.html").read_text()
+    assert "The photo file is missing" in page
+
+
+def test_rebuild_prunes_pages_of_deleted_faces(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    with Catalog.open(library.db) as catalog:
+        build_site(catalog, out)
+        cid = library.clusters["D"]
+        catalog.db.execute("DELETE FROM faces WHERE cluster_id = ?", [cid])
+        catalog.db.conn.commit()
+        summary = build_site(catalog, out)
+    assert not (out / f"groups/cluster-{cid}.html").exists()
+    assert summary.pruned >= 3  # the sheet, two thumbnails, the photo page
+
+
+def test_refuses_a_non_empty_folder_that_is_not_a_site(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "show", "--out", str(out)])
+    assert result.exit_code == 1
+    assert "not a facecluster site" in result.output
+    assert (out / "notes.txt").exists()
+
+
+def test_show_command_json_and_db_prefix(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "show", "--out", str(out), "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["people"] == 3 and data["index"] == str(out / "index.html")
+    sheet = (out / f"groups/cluster-{library.clusters['C']}.html").read_text()
+    assert f"facecluster --db {library.db}" in sheet
+
+
+def test_label_commands_quote_names() -> None:
+    commands = LabelCommands()
+    assert commands.name_cluster(3, "Ada Lovelace") == "facecluster label 3 'Ada Lovelace'"
+    assert commands.move(7, "O'Brien") == "facecluster label --move 7 'O'\"'\"'Brien'"
+    assert commands.ignore_face(9) == "facecluster label --ignore-face 9"
