@@ -9,14 +9,20 @@ its owner only (faces are biometric data)::
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from sqlite_utils import Database
 
 from facecluster.errors import CatalogError
-from facecluster.migrations import apply_migrations
+from facecluster.migrations import apply_migrations, now
 
 
 class Catalog:
@@ -56,6 +62,81 @@ class Catalog:
             raise CatalogError(f"cannot use catalog {file_path}: {exc}") from exc
         return cls(db, file_path)
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything inside commits together or not at all.
+
+        Use plain SQL inside (sqlite-utils' write helpers commit on their own)::
+
+            with catalog.transaction() as conn:
+                conn.execute("UPDATE people SET name = ? WHERE id = ?", ["Ada", 1])
+        """
+        conn = self.db.conn
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+
+    # -- runs ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def run(self, command: str, args: dict[str, Any] | None = None) -> Iterator["Run"]:
+        """Record one command in ``runs``: ``ok``/``partial`` from ``run.status``, else error/interrupted.
+
+            with catalog.run("detect", {"paths": ["~/Pictures"]}) as run:
+                run.stats["photos"] = 12
+        """
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (command, args, started_at, status) VALUES (?, ?, ?, 'running')",
+                [command, json.dumps(args or {}, default=str), now()],
+            )
+        record = Run(id=int(cursor.lastrowid or 0))
+        status = "error"
+        try:
+            yield record
+            status = record.status
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            self.db.conn.rollback()  # anything half-written by the interrupted batch
+            with self.transaction() as conn:
+                conn.execute(
+                    "UPDATE runs SET finished_at = ?, status = ?, stats = ? WHERE id = ?",
+                    [now(), status, json.dumps(record.stats, default=str), record.id],
+                )
+
+    # -- models and embeddings ----------------------------------------------------------------------
+
+    def ensure_model(self, model_id: str, dim: int, *, path: str | None = None, sha256: str | None = None) -> None:
+        """Register a model row (once); its kind is ``trained`` for ``trained:...`` ids."""
+        kind = "trained" if model_id.startswith("trained:") else "pretrained"
+        with self.transaction() as conn:
+            row = conn.execute("SELECT dim FROM models WHERE id = ?", [model_id]).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO models (id, kind, path, sha256, dim, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [model_id, kind, path, sha256, dim, now()],
+                )
+            elif int(row[0]) != dim:
+                raise CatalogError(f"model {model_id} is recorded with dimension {row[0]}, not {dim}")
+
+    def load_embeddings(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(face_ids, X)`` for every face with a vector of ``model_id``; X is (n, dim) float32."""
+        rows = self.db.execute(
+            "SELECT face_id, dim, dtype, scale, vector FROM embeddings WHERE model_id = ? ORDER BY face_id",
+            [model_id],
+        ).fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        X = np.stack([decode_vector(r[1], r[2], r[3], r[4]) for r in rows])
+        return ids, X
+
     def close(self) -> None:
         """Close the underlying connection."""
         self.db.conn.close()
@@ -65,3 +146,27 @@ class Catalog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class Run:
+    """The ``runs`` row of the command in progress: set ``status`` to ``partial`` and fill ``stats``."""
+
+    id: int
+    status: str = "ok"
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """The ``embeddings.vector`` blob of a float32 vector (little-endian)."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def decode_vector(dim: int, dtype: str, scale: float | None, blob: bytes) -> np.ndarray:
+    """Inverse of ``encode_vector``: the float32 vector of one ``embeddings`` row."""
+    if dtype != "float32":
+        raise CatalogError(f"embedding dtype {dtype!r} is not readable by this version; re-run `facecluster embed --force`")
+    vector = np.frombuffer(blob, dtype="<f4")
+    if vector.shape[0] != dim:
+        raise CatalogError(f"an embedding blob holds {vector.shape[0]} values, not {dim}")
+    return vector.astype(np.float32)

@@ -58,6 +58,16 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """How `detect`/`embed`/`cluster` walk a library: batching, prefetch, stored crops (engineer C)."""
+
+    batch_size: int = 16  # photos per detection batch and per catalog transaction
+    prefetch_workers: int = 2  # threads hashing and decoding the next photos while the models run
+    crop_format: str = "jpeg"  # stored aligned crops: "jpeg" or "png" (docs/clustering.md: effect measured)
+    jpeg_quality: int = 95
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Triplet training defaults (FaceNet: margin 0.2, AdaGrad lr 0.05, 128-d)."""
 

@@ -1,0 +1,606 @@
+"""Detect and embed over the catalog: the hot path of ``facecluster detect|embed|cluster``.
+
+A photo is identified by the sha256 of its content; the ``files`` table remembers where each photo was
+seen with its size and mtime, so unchanged files are skipped without hashing and a moved or renamed file
+is recognised by its hash and keeps its faces (and their names)::
+
+    with Catalog.open("photos.db") as catalog:
+        report = detect_paths(catalog, [Path("~/Pictures").expanduser()], detector)
+        embed_pending(catalog, embedder)
+
+Work is committed one batch of photos at a time, so Ctrl-C leaves a consistent catalog and the next run
+resumes where this one stopped. Models are passed in (``load_detector``/``load_embedder`` build the real
+ones), which keeps the library testable with fakes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from facecluster.catalog import Catalog, encode_vector
+from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
+from facecluster.errors import FaceclusterError, ImageError
+from facecluster.migrations import now
+from facecluster.reporting import ProgressFn, null_progress
+
+#: crop_face(pixels, face, size, margin) -> (size, size, 3) uint8; engineer B's ``align.crop_face``.
+CropFn = Callable[..., np.ndarray]
+
+
+class FaceLike(Protocol):
+    """What a detector returns per face (``facecluster.detect.DetectedFace``)."""
+
+    box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float], ...]
+    probability: float
+
+
+class DetectorLike(Protocol):
+    """``facecluster.detect.Detector``: one list of faces per image, best first."""
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Any]]: ...
+
+
+class EmbedderLike(Protocol):
+    """``facecluster.embed.Embedder``: (N, H, W, 3) uint8 crops -> (N, dim) float32 unit rows."""
+
+    model_id: str
+    dim: int
+
+    def embed(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that could not be used, with a one-line reason."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class DetectReport:
+    """What ``detect_paths`` did; ``failed`` lists files that were recorded as errors."""
+
+    files: int = 0
+    detected: int = 0  # photos decoded and run through the detector
+    skipped: int = 0  # unchanged since a previous run
+    moved: int = 0  # known content at a new path: faces kept, nothing redone
+    faces: int = 0  # faces found in the photos detected now
+    embedded: int = 0  # faces embedded on the way (``embedder`` given)
+    failed: list[FileFailure] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, e.g. ``{"files": 3, ..., "failed": [{"path": ..., "error": ...}]}``."""
+        return asdict(self)
+
+
+@dataclass
+class EmbedReport:
+    """What ``embed_pending`` did."""
+
+    model_id: str
+    embedded: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)  # {"face_id", "error"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+# -- model factories (the CLI calls these; tests monkeypatch them) -------------------------------------
+
+
+def load_detector(config: DetectConfig, device: str = "cpu", progress: ProgressFn = null_progress) -> DetectorLike:
+    """The MTCNN detector with resolved weights (engineer A's ``MTCNNDetector.pretrained``)."""
+    from facecluster.detect import MTCNNDetector
+
+    return MTCNNDetector.pretrained(config=config, device=device, progress=progress)
+
+
+def load_embedder(
+    weights: Path | None,
+    model_path: Path | None,
+    device: str = "cpu",
+    config: EmbedConfig = EmbedConfig(),
+    progress: ProgressFn = null_progress,
+) -> EmbedderLike:
+    """The FaceNet embedder (engineer B's ``facecluster.embed.load_embedder``)."""
+    from facecluster.embed import load_embedder as _load
+
+    return _load(weights=weights, model_path=model_path, device=device, config=config, progress=progress)
+
+
+def default_crop() -> CropFn:
+    """Engineer B's ``facecluster.align.crop_face``."""
+    from facecluster.align import crop_face
+
+    return crop_face
+
+
+def detector_key(config: DetectConfig, crop_config: EmbedConfig = EmbedConfig()) -> str:
+    """Identifies the detection and crop settings that produced a photo's faces, e.g. ``mtcnn:3f2a9c1b``.
+
+    Photos detected under another key are detected (and cropped) again on the next run."""
+    crop = {"crop_size": crop_config.crop_size, "margin": crop_config.margin, "align": crop_config.align}
+    settings = {"detect": asdict(config), "crop": crop}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return f"mtcnn:{digest[:8]}"
+
+
+# -- finding files -------------------------------------------------------------------------------------
+
+
+def read_path_list(stream: Iterable[str]) -> list[Path]:
+    """Paths from lines of text (``find ... | facecluster detect -``); blank lines ignored."""
+    return [Path(line.rstrip("\r\n")) for line in stream if line.strip()]
+
+
+def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[FileFailure]]:
+    """Walk folders (sorted, supported images only); files named explicitly are always tried.
+
+    Returns the files, absolute and de-duplicated in order, and failures for paths that do not exist::
+
+        files, missing = expand_paths([Path("~/Pictures").expanduser()])
+    """
+    from facecluster.images import iter_image_files
+
+    files: list[Path] = []
+    failures: list[FileFailure] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(os.path.abspath(Path(raw).expanduser()))
+        if path.is_dir():
+            found: Iterable[Path] = (Path(os.path.abspath(p)) for p in iter_image_files([path]))
+        elif path.exists():
+            found = [path]
+        else:
+            failures.append(FileFailure(str(path), "no such file or directory"))
+            continue
+        for item in found:
+            if item not in seen:
+                seen.add(item)
+                files.append(item)
+    return files, failures
+
+
+# -- detection -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    """One file after the prefetch thread: hashed, and decoded unless its content is already known."""
+
+    path: Path
+    size: int
+    mtime: float
+    hash: str | None = None
+    image: Any = None  # facecluster.images.LoadedImage
+    known: bool = False  # content already detected under the current key
+    error: str | None = None
+
+
+def _prepare(path: Path, known_hashes: frozenset[str], max_side: int, force: bool) -> _Prepared:
+    # Runs in a worker thread: hashing and decoding release the GIL, so they overlap the models.
+    from facecluster.images import file_hash, load_image
+
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return _Prepared(path, 0, 0.0, error=f"cannot read: {exc.strerror or exc}")
+    item = _Prepared(path, stat.st_size, stat.st_mtime)
+    try:
+        item.hash = file_hash(path)
+    except (OSError, ImageError) as exc:
+        item.error = f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+        return item
+    if item.hash in known_hashes and not force:
+        item.known = True
+        return item
+    try:
+        item.image = load_image(path, max_side=max_side)
+    except ImageError as exc:
+        item.error = str(exc)
+    except (OSError, ValueError, MemoryError) as exc:  # decoders raise these for odd files: record, go on
+        item.error = f"cannot decode: {type(exc).__name__}: {exc}"
+    return item
+
+
+def _prefetched(
+    paths: Sequence[Path], known: frozenset[str], max_side: int, force: bool, workers: int
+) -> Iterator[_Prepared]:
+    """Prepare files in a few threads, yielding them in order with a bounded read-ahead."""
+    if workers <= 0:
+        for path in paths:
+            yield _prepare(path, known, max_side, force)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facecluster-read")
+    pending: deque[Future[_Prepared]] = deque()
+    it = iter(paths)
+    try:
+        for path in it:
+            pending.append(pool.submit(_prepare, path, known, max_side, force))
+            if len(pending) >= 4 * workers + 8:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def encode_crop(crop: np.ndarray, config: PipelineConfig) -> bytes:
+    """Encode an aligned crop for the ``faces.crop`` column (JPEG quality 95 by default, or PNG)."""
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.ascontiguousarray(crop, dtype=np.uint8))
+    if config.crop_format == "png":
+        image.save(buffer, format="PNG", compress_level=1)
+    elif config.crop_format == "jpeg":
+        image.save(buffer, format="JPEG", quality=config.jpeg_quality, subsampling=0)
+    else:
+        raise FaceclusterError(f"unknown crop format {config.crop_format!r}; use jpeg or png")
+    return buffer.getvalue()
+
+
+def decode_crop(blob: bytes) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB array of a stored crop."""
+    with Image.open(io.BytesIO(blob)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _NewFace:
+    box: tuple[float, float, float, float]  # full-size oriented pixels
+    landmarks: list[list[float]]
+    probability: float
+    crop: bytes
+
+
+class _Writer:
+    """Writes one batch of prepared photos and their faces in the open transaction."""
+
+    def __init__(self, catalog: Catalog, key: str, report: DetectReport) -> None:
+        self.conn = catalog.db.conn
+        self.key = key
+        self.report = report
+
+    def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO files (path, photo_id, size, mtime, seen_at, error) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET photo_id = excluded.photo_id, size = excluded.size, "
+            "mtime = excluded.mtime, seen_at = excluded.seen_at, error = excluded.error",
+            [str(item.path), photo_id, item.size, item.mtime, now(), error],
+        )
+
+    def _photo_id(self, item: _Prepared) -> int | None:
+        row = self.conn.execute("SELECT id FROM photos WHERE hash = ?", [item.hash]).fetchone()
+        return int(row[0]) if row else None
+
+    def _drop_replaced_photo(self, item: _Prepared, new_photo_id: int) -> None:
+        # The file at this path changed content: forget the old photo unless another path still has it.
+        row = self.conn.execute("SELECT photo_id FROM files WHERE path = ?", [str(item.path)]).fetchone()
+        if row is None or row[0] is None or int(row[0]) == new_photo_id:
+            return
+        old = int(row[0])
+        others = self.conn.execute(
+            "SELECT count(*) FROM files WHERE photo_id = ? AND path != ?", [old, str(item.path)]
+        ).fetchone()[0]
+        if others == 0:
+            self.conn.execute("DELETE FROM photos WHERE id = ?", [old])
+
+    def known(self, item: _Prepared) -> None:
+        photo_id = self._photo_id(item)
+        assert photo_id is not None
+        self._drop_replaced_photo(item, photo_id)
+        self.conn.execute("UPDATE photos SET path = ?, size = ?, mtime = ?, updated_at = ? WHERE id = ?",
+                          [str(item.path), item.size, item.mtime, now(), photo_id])
+        self.upsert_file(item, photo_id, None)
+        self.report.moved += 1
+
+    def failed(self, item: _Prepared) -> None:
+        error = (item.error or "unknown error").splitlines()[0]
+        self.report.failed.append(FileFailure(str(item.path), error))
+        if item.hash is None:
+            self.upsert_file(item, None, error)
+            return
+        photo_id = self._photo_id(item)
+        if photo_id is None:
+            cursor = self.conn.execute(
+                "INSERT INTO photos (hash, path, size, mtime, status, error, added_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'error', ?, ?, ?)",
+                [item.hash, str(item.path), item.size, item.mtime, error, now(), now()],
+            )
+            photo_id = int(cursor.lastrowid or 0)
+        else:
+            # Keep faces found earlier (a file that became unreadable must not lose its names).
+            self.conn.execute("UPDATE photos SET path = ?, error = ?, updated_at = ? WHERE id = ?",
+                              [str(item.path), error, now(), photo_id])
+        self._drop_replaced_photo(item, photo_id)
+        self.upsert_file(item, photo_id, error)
+
+    def detected(self, item: _Prepared, faces: list[_NewFace]) -> list[int]:
+        """Store a detected photo; returns the ids of its faces that need (new) embeddings."""
+        image = item.image
+        photo_id = self._photo_id(item)
+        values = [str(item.path), item.size, item.mtime, image.width, image.height, image.orientation,
+                  self.key, len(faces), now()]
+        if photo_id is None:
+            cursor = self.conn.execute(
+                "INSERT INTO photos (path, size, mtime, width, height, orientation, detector, n_faces, "
+                "updated_at, hash, status, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'detected', ?)",
+                values + [item.hash, now()],
+            )
+            photo_id = int(cursor.lastrowid or 0)
+        else:
+            self.conn.execute(
+                "UPDATE photos SET path = ?, size = ?, mtime = ?, width = ?, height = ?, orientation = ?, "
+                "detector = ?, n_faces = ?, updated_at = ?, status = 'detected', error = NULL WHERE id = ?",
+                values + [photo_id],
+            )
+        self._drop_replaced_photo(item, photo_id)
+        self.upsert_file(item, photo_id, None)
+        return self._store_faces(photo_id, faces)
+
+    def _store_faces(self, photo_id: int, faces: list[_NewFace]) -> list[int]:
+        # Re-detection (--force, new settings) updates matching faces in place, so face ids, names and
+        # corrections survive; only faces that no longer exist are deleted.
+        old = self.conn.execute("SELECT id, x1, y1, x2, y2 FROM faces WHERE photo_id = ?", [photo_id]).fetchall()
+        unmatched = {int(r[0]): (r[1], r[2], r[3], r[4]) for r in old}
+        ids: list[int] = []
+        for face in faces:
+            best, best_iou = None, 0.5
+            for face_id, box in unmatched.items():
+                overlap = _iou(face.box, box)
+                if overlap > best_iou:
+                    best, best_iou = face_id, overlap
+            row = [*face.box, json.dumps(face.landmarks), face.probability, face.crop, self.crop_format]
+            if best is not None:
+                del unmatched[best]
+                self.conn.execute(
+                    "UPDATE faces SET x1 = ?, y1 = ?, x2 = ?, y2 = ?, landmarks = ?, probability = ?, crop = ?, "
+                    "crop_format = ? WHERE id = ?",
+                    row + [best],
+                )
+                self.conn.execute("DELETE FROM embeddings WHERE face_id = ?", [best])
+                ids.append(best)
+            else:
+                cursor = self.conn.execute(
+                    "INSERT INTO faces (photo_id, x1, y1, x2, y2, landmarks, probability, crop, crop_format, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [photo_id] + row + [now()],
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        for face_id in unmatched:
+            self.conn.execute("DELETE FROM faces WHERE id = ?", [face_id])
+        return ids
+
+    crop_format = "jpeg"
+
+
+def _scaled_face(face: FaceLike, scale: float) -> tuple[tuple[float, float, float, float], list[list[float]]]:
+    inv = 1.0 / scale if scale > 0 else 1.0
+    box = tuple(round(float(v) * inv, 2) for v in face.box)
+    landmarks = [[round(float(x) * inv, 2), round(float(y) * inv, 2)] for x, y in face.landmarks]
+    return box, landmarks  # type: ignore[return-value]
+
+
+def detect_paths(
+    catalog: Catalog,
+    paths: Iterable[Path],
+    detector: DetectorLike | Callable[[], DetectorLike],
+    *,
+    config: DetectConfig = DetectConfig(),
+    crop_config: EmbedConfig = EmbedConfig(),
+    pipeline: PipelineConfig = PipelineConfig(),
+    embedder: EmbedderLike | None = None,
+    crop: CropFn | None = None,
+    force: bool = False,
+    progress: ProgressFn = null_progress,
+) -> DetectReport:
+    """Detect faces in the photos under ``paths``, store them with their aligned crops; skip finished work.
+
+    ``detector`` may be a zero-argument factory: it is then built only if some photo needs detection
+    (a re-run over an unchanged library never loads the model). Crops follow ``crop_config`` (size, margin,
+    landmark alignment: the embedder's preprocessing). With ``embedder``, the crops of each
+    batch are embedded on the way, so ``cluster`` decodes every photo once::
+
+        report = detect_paths(catalog, [Path("Pictures")], detector, force=False)
+        report.failed  # [FileFailure(path=..., error=...)]
+    """
+    files, failures = expand_paths(paths)
+    report = DetectReport(files=len(files) + len(failures), failed=list(failures))
+    key = detector_key(config, crop_config)
+    conn = catalog.db.conn
+    crop_fn = crop
+    model: DetectorLike | None = None if callable(detector) and not hasattr(detector, "detect") else detector  # type: ignore[assignment]
+
+    # Unchanged files (same path, size and mtime, detected under this key) are skipped without hashing.
+    done_files = {
+        row[0]: (row[1], row[2])
+        for row in conn.execute(
+            "SELECT f.path, f.size, f.mtime FROM files f JOIN photos p ON p.id = f.photo_id "
+            "WHERE p.status = 'detected' AND p.detector = ? AND f.error IS NULL",
+            [key],
+        )
+    }
+    todo: list[Path] = []
+    for path in files:
+        previous = done_files.get(str(path))
+        if previous is not None and not force:
+            try:
+                stat = path.stat()
+            except OSError:
+                previous = None
+            else:
+                if stat.st_size == previous[0] and stat.st_mtime == previous[1]:
+                    report.skipped += 1
+                    continue
+        todo.append(path)
+    progress("detect", report.skipped, len(files))
+    if not todo:
+        return report
+
+    known = frozenset(
+        row[0] for row in conn.execute("SELECT hash FROM photos WHERE status = 'detected' AND detector = ?", [key])
+    )
+    writer = _Writer(catalog, key, report)
+    writer.crop_format = pipeline.crop_format
+    if embedder is not None:
+        catalog.ensure_model(embedder.model_id, embedder.dim, path=_str_or_none(getattr(embedder, "path", None)))
+
+    batch: list[_Prepared] = []
+    done = report.skipped
+
+    def flush() -> None:
+        nonlocal model, crop_fn, done
+        loaded = [item for item in batch if item.image is not None]
+        detections: list[list[Any]] = []
+        if loaded:
+            if model is None:
+                model = detector()  # type: ignore[operator]
+            if crop_fn is None:
+                crop_fn = default_crop()
+            detections = model.detect([item.image.pixels for item in loaded])
+        per_photo: list[list[_NewFace]] = []
+        for item, faces in zip(loaded, detections):
+            stored = []
+            for face in faces:
+                box, landmarks = _scaled_face(face, item.image.scale)
+                pixels = crop_fn(item.image.pixels, face, size=crop_config.crop_size, margin=crop_config.margin,
+                                 align=crop_config.align)
+                stored.append(_NewFace(box, landmarks, float(face.probability), encode_crop(pixels, pipeline)))
+            per_photo.append(stored)
+        vectors: np.ndarray | None = None
+        all_faces = [face for faces in per_photo for face in faces]
+        if embedder is not None and all_faces:
+            # Embed what is stored (the decoded crop), so `embed --force` later gives the same vectors.
+            vectors = embedder.embed(np.stack([decode_crop(face.crop) for face in all_faces]))
+        with catalog.transaction():
+            face_ids: list[int] = []
+            for item in batch:
+                if item.error is not None:
+                    writer.failed(item)
+                elif item.known:
+                    writer.known(item)
+            for item, faces in zip(loaded, per_photo):
+                face_ids.extend(writer.detected(item, faces))
+                report.detected += 1
+                report.faces += len(faces)
+            if vectors is not None and embedder is not None:
+                _insert_embeddings(conn, embedder, face_ids, vectors)
+                report.embedded += len(face_ids)
+        done += len(batch)
+        progress("detect", done, len(files))
+        batch.clear()
+
+    for item in _prefetched(todo, known, config.max_side, force, pipeline.prefetch_workers):
+        batch.append(item)
+        if sum(1 for b in batch if b.image is not None) >= pipeline.batch_size or len(batch) >= 4 * pipeline.batch_size:
+            flush()
+    if batch:
+        flush()
+    return report
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _insert_embeddings(conn: Any, embedder: EmbedderLike, face_ids: Sequence[int], vectors: np.ndarray) -> None:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape != (len(face_ids), embedder.dim):
+        raise FaceclusterError(
+            f"embedder {embedder.model_id} returned shape {vectors.shape}, expected ({len(face_ids)}, {embedder.dim})"
+        )
+    stamp = now()
+    conn.executemany(
+        "INSERT OR REPLACE INTO embeddings (face_id, model_id, dim, dtype, vector, created_at) "
+        "VALUES (?, ?, ?, 'float32', ?, ?)",
+        [(int(fid), embedder.model_id, embedder.dim, encode_vector(vec), stamp) for fid, vec in zip(face_ids, vectors)],
+    )
+
+
+# -- embedding -----------------------------------------------------------------------------------------
+
+
+def pending_faces(catalog: Catalog, model_id: str, *, force: bool = False) -> list[int]:
+    """Ids of faces (with a stored crop) that have no vector of ``model_id`` (all of them with ``force``)."""
+    if force:
+        sql = "SELECT id FROM faces WHERE crop IS NOT NULL ORDER BY id"
+        args: list[Any] = []
+    else:
+        sql = (
+            "SELECT f.id FROM faces f LEFT JOIN embeddings e ON e.face_id = f.id AND e.model_id = ? "
+            "WHERE f.crop IS NOT NULL AND e.face_id IS NULL ORDER BY f.id"
+        )
+        args = [model_id]
+    return [int(row[0]) for row in catalog.db.execute(sql, args)]
+
+
+def embed_pending(
+    catalog: Catalog,
+    embedder: EmbedderLike,
+    *,
+    batch_size: int = 64,
+    force: bool = False,
+    progress: ProgressFn = null_progress,
+) -> EmbedReport:
+    """Embed every face that has no vector for ``embedder.model_id``, from the stored crops, in batches.
+
+    Each batch commits on its own (Ctrl-C keeps the finished ones)::
+
+        embed_pending(catalog, embedder).embedded  # 1234
+    """
+    catalog.ensure_model(embedder.model_id, embedder.dim, path=_str_or_none(getattr(embedder, "path", None)))
+    todo = pending_faces(catalog, embedder.model_id, force=force)
+    report = EmbedReport(model_id=embedder.model_id)
+    progress("embed", 0, len(todo))
+    conn = catalog.db.conn
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT id, crop FROM faces WHERE id IN ({marks})", chunk).fetchall()
+        ids: list[int] = []
+        crops: list[np.ndarray] = []
+        for face_id, blob in rows:
+            try:
+                crops.append(decode_crop(blob))
+                ids.append(int(face_id))
+            except (OSError, ValueError) as exc:
+                report.failed.append({"face_id": int(face_id), "error": f"stored crop unreadable: {exc}"})
+        if ids:
+            vectors = embedder.embed(np.stack(crops))
+            with catalog.transaction():
+                _insert_embeddings(conn, embedder, ids, vectors)
+            report.embedded += len(ids)
+        progress("embed", start + len(chunk), len(todo))
+    return report
+
+
+def print_failures(failures: Sequence[FileFailure], limit: int = 20, stream: Any = None) -> None:
+    """One line per failed file on stderr (the first ``limit``), then how many more."""
+    out = stream or sys.stderr
+    for failure in failures[:limit]:
+        out.write(f"failed: {failure.path}: {failure.error}\n")
+    if len(failures) > limit:
+        out.write(f"... and {len(failures) - limit} more failed files (see `facecluster faces` / the runs table)\n")
