@@ -1,0 +1,69 @@
+"""kNN graphs against brute force: the full distance matrix of a few hundred points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import facecluster.knn as knn
+from facecluster.knn import approximate_knn, exact_knn, knn_graph, radius_pairs, recall
+
+
+def brute(X: np.ndarray, Y: np.ndarray | None = None) -> np.ndarray:
+    Y = X if Y is None else Y
+    return ((X[:, None, :].astype(np.float64) - Y[None, :, :]) ** 2).sum(-1)
+
+
+def points(n: int = 300, d: int = 16, seed: int = 0) -> np.ndarray:
+    X = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def test_exact_knn_matches_brute_force_in_small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(knn, "_BLOCK_ELEMENTS", 300 * 7)  # 7 rows per block: many blocks
+    X = points()
+    idx, d2 = exact_knn(X, 5)
+    D = brute(X)
+    np.fill_diagonal(D, np.inf)
+    want = np.argsort(D, axis=1)[:, :5]
+    assert (idx == want).all()
+    assert np.allclose(d2, np.take_along_axis(D, want, axis=1), atol=1e-5)
+
+
+def test_exact_knn_against_another_set_and_small_k_edge_cases() -> None:
+    X, Y = points(20, seed=1), points(30, seed=2)
+    idx, d2 = exact_knn(X, 4, Y=Y)
+    assert (idx == np.argsort(brute(X, Y), axis=1)[:, :4]).all()
+    idx, _ = exact_knn(X[:3], 10)  # k larger than the other points
+    assert idx.shape == (3, 2)
+    assert exact_knn(X[:1], 3)[0].shape == (1, 0)
+
+
+def test_radius_pairs_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(knn, "_BLOCK_ELEMENTS", 300 * 11)
+    X = points()
+    u, v, d2 = radius_pairs(X, 1.0)
+    D = brute(X)
+    iu, iv = np.nonzero(np.triu(D <= 1.0, 1))
+    assert sorted(zip(u.tolist(), v.tolist())) == sorted(zip(iu.tolist(), iv.tolist()))
+    assert np.allclose(d2, D[u, v], atol=1e-5)
+
+
+def test_approximate_knn_has_high_recall_and_true_distances() -> None:
+    X = points(2000, 16, seed=3)
+    exact_idx, _ = exact_knn(X, 10)
+    idx, d2 = approximate_knn(X, 10)
+    assert idx.shape == (2000, 10)
+    assert (idx != np.arange(2000)[:, None]).all()  # never itself
+    assert recall(idx, exact_idx) > 0.95
+    assert np.allclose(d2, ((X[:, None, :] - X[idx]) ** 2).sum(-1), atol=1e-4)
+
+
+def test_knn_graph_switches_to_approximate_at_ann_min_n(monkeypatch: pytest.MonkeyPatch) -> None:
+    used = []
+    monkeypatch.setattr(knn, "approximate_knn", lambda X, k, progress: used.append("ann") or exact_knn(X, k))
+    X = points(50)
+    knn_graph(X, 3, ann_min_n=100)
+    assert used == []
+    knn_graph(X, 3, ann_min_n=50)
+    assert used == ["ann"]
