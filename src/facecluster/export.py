@@ -131,15 +131,31 @@ def _load_manifest(out: Path) -> dict[str, str]:
         raise DataError(f"export manifest {path} is unreadable ({exc}); delete it or choose another --out") from exc
 
 
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def find_person(conn: sqlite3.Connection, name: str) -> tuple[int, str]:
+    """``(id, name)`` of the person called ``name``: exact, else the one equal ignoring case and accents' form.
+
+        find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
+    """
+    row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
+    if row is not None:
+        return int(row[0]), str(row[1])
+    # SQLite's NOCASE folds ASCII only: compare Unicode case-folded, NFC-normalised names here.
+    matches = [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if _fold(n) == _fold(name)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise CatalogError(f"{name!r} matches several people ({', '.join(n for _, n in matches)}); give the exact name")
+    raise CatalogError(f"no person named {name!r}; `facecluster people` lists the names")
+
+
 def _people(conn: sqlite3.Connection, person: str | None) -> list[tuple[int, str]]:
     if person is None:
         return list(conn.execute("SELECT id, name FROM people ORDER BY name COLLATE NOCASE, id"))
-    row = conn.execute("SELECT id, name FROM people WHERE name = ?", [person]).fetchone()
-    if row is None:
-        row = conn.execute("SELECT id, name FROM people WHERE name = ? COLLATE NOCASE", [person]).fetchone()
-    if row is None:
-        raise CatalogError(f"no person named {person!r}; `facecluster people` lists the names")
-    return [tuple(row)]
+    return [find_person(conn, person)]
 
 
 def _faces(conn: sqlite3.Connection) -> list[dict[str, Any]]:

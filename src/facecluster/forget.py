@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from facecluster.catalog import Catalog
-from facecluster.errors import CatalogError, DataError
-from facecluster.export import PERSON_OF_FACE
+from facecluster.errors import DataError
+from facecluster.export import PERSON_OF_FACE, find_person
 from facecluster.reporting import ProgressFn, null_progress
 
 REDACTED = "[forgotten]"
@@ -50,15 +50,6 @@ class ForgetSummary:
         return data
 
 
-def _person(conn: sqlite3.Connection, name: str) -> tuple[int, str]:
-    row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
-    if row is None:
-        row = conn.execute("SELECT id, name FROM people WHERE name = ? COLLATE NOCASE", [name]).fetchone()
-    if row is None:
-        raise CatalogError(f"no person named {name!r}; `facecluster people` lists the names")
-    return int(row[0]), str(row[1])
-
-
 def _in(ids: list[int]) -> str:
     return ",".join("?" * len(ids))
 
@@ -69,7 +60,7 @@ def plan_forget(catalog: Catalog, name: str) -> ForgetSummary:
         plan_forget(catalog, "Ada").faces   # 42
     """
     conn = catalog.db.conn
-    person_id, real_name = _person(conn, name)
+    person_id, real_name = find_person(conn, name)
     face_ids = [
         r[0]
         for r in conn.execute(

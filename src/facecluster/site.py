@@ -374,7 +374,7 @@ details summary { cursor: pointer; color: var(--muted); font-size: 12px; }
 .pager a, .pager span { padding: 2px 8px; border-radius: 4px; background: var(--card); }
 .pager span { font-weight: 700; }
 .photo { position: relative; display: inline-block; max-width: 100%; }
-.photo img { display: block; max-width: 100%; max-height: 85vh; }
+.photo img { display: block; width: auto; height: auto; max-width: 100%; max-height: 85vh; }
 .photo svg { position: absolute; inset: 0; width: 100%; height: 100%; }
 .photo rect { fill: none; stroke: #ffd400; stroke-width: 3; vector-effect: non-scaling-stroke; }
 .photo g:target rect { stroke: #ff2d55; stroke-width: 5; }
