@@ -9,9 +9,13 @@ in the prediction and in the truth alike: leaving a face out costs recall, never
 
 from __future__ import annotations
 
+import csv
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+from sqlite_utils import Database
 
 from facecluster.errors import DataError
 
@@ -118,4 +122,115 @@ def cluster_metrics(truth: np.ndarray, pred: np.ndarray) -> ClusterMetrics:
         bcubed_f=_f(bc_p, bc_r),
         nmi=nmi,
         ari=float(ari),
+    )
+
+
+# --- clusters of a catalog against a truth file ------------------------------------------------
+
+
+def read_truth(path: Path) -> dict[str, str]:
+    """Read ``path,identity`` rows (CSV or TSV, optional header) into ``{resolved path: identity}``.
+
+    Relative photo paths are taken relative to the truth file's folder. Raises :class:`DataError`
+    for a missing file or a malformed row.
+
+    >>> import tempfile, os
+    >>> f = Path(tempfile.mkdtemp()) / "t.tsv"; _ = f.write_text("path\\tidentity\\n/a/1.jpg\\tAda\\n")
+    >>> read_truth(f)
+    {'/a/1.jpg': 'Ada'}
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"cannot read truth file {path}: {exc.strerror or exc}") from exc
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not lines:
+        raise DataError(f"truth file {path} is empty: expected rows 'path,identity'")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    truth: dict[str, str] = {}
+    for number, row in enumerate(csv.reader(lines, delimiter=delimiter), 1):
+        if number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "identity"]:
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise DataError(f"{path} row {number}: expected 'path{delimiter}identity', got {row!r}")
+        photo = Path(row[0].strip()).expanduser()
+        if not photo.is_absolute():
+            photo = path.parent / photo
+        truth[os.path.normpath(os.path.abspath(photo))] = row[1].strip()
+    return truth
+
+
+@dataclass(frozen=True)
+class CatalogEvaluation:
+    """Metrics of the catalog's clusters, and how many photos could be scored."""
+
+    metrics: ClusterMetrics
+    photos_scored: int
+    photos_without_faces: int  # photos with truth but no (non-ignored) face in the catalog
+    truth_not_in_catalog: int  # truth rows whose photo the catalog does not hold
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Flat dict for JSON output."""
+        return {
+            **self.metrics.to_dict(),
+            "photos_scored": self.photos_scored,
+            "photos_without_faces": self.photos_without_faces,
+            "truth_not_in_catalog": self.truth_not_in_catalog,
+        }
+
+
+def evaluate_catalog(db: Database, truth: dict[str, str] | None = None) -> CatalogEvaluation:
+    """Score the current clusters of a catalog; ``truth=None`` uses each photo's folder name.
+
+    One face per photo counts: the (non-ignored) face whose box centre is nearest the image centre
+    (LFW-style photos show their subject in the middle). Its predicted identity is its person when
+    it has one (a person may span several clusters), else its cluster, else it stands alone.
+
+    >>> from facecluster.catalog import Catalog
+    >>> evaluate_catalog(Catalog.open(None).db, {}).photos_scored
+    0
+    """
+    rows = db.execute(
+        """
+        SELECT p.id, p.path, p.width, p.height, f.x1, f.y1, f.x2, f.y2, f.cluster_id, f.person_id
+        FROM photos p LEFT JOIN faces f ON f.photo_id = p.id AND f.ignored = 0
+        ORDER BY p.id, f.id
+        """
+    ).fetchall()
+    best: dict[int, tuple[float, str]] = {}  # photo id -> (distance to centre, predicted label)
+    paths: dict[int, str] = {}
+    for photo_id, photo_path, width, height, x1, y1, x2, y2, cluster_id, person_id in rows:
+        paths[photo_id] = os.path.normpath(os.path.abspath(photo_path))
+        if x1 is None:
+            continue
+        cx, cy = (width or 0) / 2, (height or 0) / 2
+        dist = ((x1 + x2) / 2 - cx) ** 2 + ((y1 + y2) / 2 - cy) ** 2
+        if person_id is not None:
+            label = f"person:{person_id}"
+        elif cluster_id is not None:
+            label = f"cluster:{cluster_id}"
+        else:
+            label = ""  # unclustered: alone
+        if photo_id not in best or dist < best[photo_id][0]:
+            best[photo_id] = (dist, label)
+    if truth is None:
+        truth_of = {pid: os.path.basename(os.path.dirname(p)) for pid, p in paths.items()}
+        missing = 0
+    else:
+        by_path = {p: pid for pid, p in paths.items()}
+        truth_of = {by_path[p]: ident for p, ident in truth.items() if p in by_path}
+        missing = len(truth) - len(truth_of)
+    scored = [pid for pid in truth_of if pid in best]
+    labels: dict[str, int] = {}
+    pred = np.array(
+        [labels.setdefault(best[pid][1], len(labels)) if best[pid][1] else -1 for pid in scored], dtype=np.int64
+    )
+    true = np.array([truth_of[pid] for pid in scored], dtype=object)
+    true_ids = np.unique(true, return_inverse=True)[1].ravel() if len(true) else np.empty(0, dtype=np.int64)
+    return CatalogEvaluation(
+        metrics=cluster_metrics(true_ids, pred),
+        photos_scored=len(scored),
+        photos_without_faces=len(truth_of) - len(scored),
+        truth_not_in_catalog=missing,
     )
