@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from facecluster.catalog import Catalog
 from facecluster.cli import cli
+from facecluster.migrations import MIGRATIONS
 
 
 def test_help_lists_an_example() -> None:
@@ -24,4 +25,4 @@ def test_catalog_created_owner_only_and_migrated(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # Reopening applies nothing twice.
     with Catalog.open(path) as catalog:
-        assert catalog.db.execute("SELECT count(*) FROM _migrations").fetchone()[0] == 1
+        assert catalog.db.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)

@@ -124,7 +124,12 @@ def m001_initial(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [m001_initial]
+def m002_faces_clustered_with(db: Database) -> None:
+    """Which model's clustering last looked at a face, so a re-run with nothing new does nothing."""
+    db.execute("ALTER TABLE faces ADD COLUMN clustered_with TEXT")
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [m001_initial, m002_faces_clustered_with]
 
 
 def now() -> str:

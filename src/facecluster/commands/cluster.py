@@ -1,0 +1,137 @@
+"""``facecluster cluster [PATH...]``: detect and embed the paths, then group all faces into people."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+from facecluster.errors import EXIT_PARTIAL
+
+
+def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
+    """The summary table on stderr."""
+    from rich.table import Table
+
+    from facecluster.progress import stderr_console
+
+    cluster = result["cluster"]
+    table = Table(title=f"facecluster: {cluster['mode']} clustering", title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("count", justify="right")
+    if result.get("detect"):
+        d = result["detect"]
+        table.add_row("photos detected now", str(d["detected"]))
+        table.add_row("photos unchanged / moved", f"{d['skipped']} / {d['moved']}")
+        table.add_row("files failed", str(len(d["failed"])))
+    table.add_row("faces embedded now", str(result["embed"]["embedded"] + (result.get("detect") or {}).get("embedded", 0)))
+    table.add_row("faces of this model", str(cluster["faces"]))
+    table.add_row("left out: low probability", str(cluster["low_probability"]))
+    table.add_row("left out: too small", str(cluster["too_small"]))
+    table.add_row("ignored by you", str(cluster["ignored"]))
+    table.add_row("faces in clusters", str(cluster["clustered"]))
+    table.add_row("faces alone (no cluster)", str(cluster["noise"]))
+    if cluster["mode"] == "incremental":
+        table.add_row("new faces joining known clusters", str(cluster["assigned"]))
+    table.add_row("clusters (new)", f"{cluster['clusters']} ({cluster['new_clusters']})")
+    table.add_row("named clusters / people", f"{cluster['named_clusters']} / {cluster['people']}")
+    stderr_console.print(table)
+    if top:
+        largest = Table(title="largest", title_justify="left")
+        for column in ("cluster", "name", "faces"):
+            largest.add_column(column, justify="right" if column != "name" else "left")
+        for record in top:
+            largest.add_row(str(record["clusters"][0] if record["clusters"] else "-"), record["name"] or "", str(record["faces"]))
+        stderr_console.print(largest)
+    stderr_console.print("Name a cluster: facecluster label CLUSTER NAME   (list: facecluster people)")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@model_options
+@click.option("--method", type=click.Choice(["agglomerative", "hdbscan"]), help="Clustering method [agglomerative].")
+@click.option("--threshold", type=click.FloatRange(0, 4), help="Squared L2 distance for average linkage (see docs/clustering.md).")
+@click.option("--min-cluster-size", type=click.IntRange(1), help="Smaller groups stay unclustered.")
+@click.option("--min-probability", type=click.FloatRange(0, 1), help="Leave out faces detected with a lower probability.")
+@click.option("--min-face-size", type=click.IntRange(0), help="Leave out faces whose box is smaller (pixels).")
+@click.option("--full", is_flag=True, help="Re-cluster every face (names and corrections are kept).")
+@force_option
+@quiet_option
+@json_option
+@click.pass_context
+def command(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    weights: Path | None,
+    model_path: Path | None,
+    device: str,
+    method: str | None,
+    threshold: float | None,
+    min_cluster_size: int | None,
+    min_probability: float | None,
+    min_face_size: int | None,
+    full: bool,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Detect and embed faces in PATHS (if any), then cluster all faces of the model into people.
+
+    New faces join the clusters they are close to and the rest are clustered among themselves;
+    --full re-clusters everything. Names and corrections made with `label` are kept either way.
+    --force detects and embeds the PATHS again. A summary goes to stderr, --json prints the result.
+
+    \b
+    Example:
+        facecluster cluster ~/Pictures --weights facenet-casia-webface.pt
+        facecluster cluster --full --threshold 0.9
+    """
+    from facecluster.catalog import Catalog
+    from facecluster.commands.detect import collect_paths
+    from facecluster.config import ClusterConfig, DetectConfig, EmbedConfig
+    from facecluster.output import emit_json
+    from facecluster.people import cluster_catalog, list_people
+    from facecluster.pipeline import detect_paths, embed_pending, load_detector, load_embedder, print_failures
+    from facecluster.progress import progress_bar
+
+    overrides = {
+        "method": method, "threshold": threshold, "min_cluster_size": min_cluster_size,
+        "min_probability": min_probability, "min_face_px": min_face_size,
+    }
+    config = replace(ClusterConfig(), **{k: v for k, v in overrides.items() if v is not None})
+    files = collect_paths(paths)
+    embed_config = EmbedConfig()
+    result: dict[str, Any] = {}
+    with Catalog.open(db_path(ctx)) as catalog:
+        args = {"paths": [str(p) for p in files], "full": full, "force": force, "config": config.__dict__}
+        with catalog.run("cluster", args) as run:
+            with progress_bar(quiet) as progress:
+                embedder = load_embedder(weights, model_path, device, embed_config, progress)
+                if files:
+                    detected = detect_paths(
+                        catalog, files, lambda: load_detector(DetectConfig(), device, progress),
+                        config=DetectConfig(), crop_config=embed_config, embedder=embedder, force=force,
+                        progress=progress,
+                    )
+                    result["detect"] = detected.to_dict()
+                result["embed"] = embed_pending(catalog, embedder, force=False, progress=progress).to_dict()
+                report = cluster_catalog(catalog, embedder.model_id, config, full=full, run_id=run.id, progress=progress)
+            result["cluster"] = report.to_dict()
+            run.stats = {"detect": {k: v for k, v in result.get("detect", {}).items() if k != "failed"},
+                         "embed": result["embed"], "cluster": result["cluster"]}
+            failed = result.get("detect", {}).get("failed", [])
+            run.status = "partial" if failed else "ok"
+            people = list_people(catalog)
+    result["clusters"] = people
+    if not quiet:
+        _summary(result, people[:10])
+    from facecluster.pipeline import FileFailure
+
+    print_failures([FileFailure(**f) for f in failed])
+    if as_json:
+        emit_json(result)
+    if failed:
+        ctx.exit(EXIT_PARTIAL)

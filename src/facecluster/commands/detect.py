@@ -1,0 +1,80 @@
+"""``facecluster detect PATH...``: find faces in photos and store them with their aligned crops."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from facecluster.commands.common import db_path, force_option, json_option, quiet_option
+from facecluster.errors import EXIT_PARTIAL
+
+
+def collect_paths(paths: tuple[Path, ...]) -> list[Path]:
+    """The paths given, with ``-`` replaced by the lines of stdin (``find ... | facecluster detect -``)."""
+    from facecluster.pipeline import read_path_list
+
+    out: list[Path] = []
+    for path in paths:
+        if str(path) == "-":
+            out.extend(read_path_list(sys.stdin))
+        else:
+            out.append(path)
+    return out
+
+
+def report_files(report: object, quiet: bool) -> None:
+    """Summary of a detection on stderr (unless quiet), then one line per failed file (always)."""
+    from facecluster.pipeline import DetectReport, print_failures
+
+    assert isinstance(report, DetectReport)
+    if not quiet:
+        click.echo(
+            f"{report.files} files: {report.detected} detected ({report.faces} faces), "
+            f"{report.skipped} unchanged, {report.moved} moved or renamed, {len(report.failed)} failed",
+            err=True,
+        )
+    print_failures(report.failed, stream=sys.stderr)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--device", default="cpu", show_default=True, envvar="FACECLUSTER_DEVICE", help="Torch device: cpu, cuda or cuda:N.")
+@force_option
+@quiet_option
+@json_option
+@click.pass_context
+def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: bool, quiet: bool, as_json: bool) -> None:
+    """Detect faces in photos (folders are walked; ``-`` reads paths from stdin).
+
+    Stores each face with its box, landmarks, probability and aligned crop. Unchanged files are
+    skipped, moved or renamed files keep their faces; --force detects again. Files that cannot be read
+    are listed on stderr and the exit code is 3.
+
+    \b
+    Example:
+        facecluster detect ~/Pictures
+        find ~/Pictures -name '*.jpg' -newer last-run | facecluster detect -
+    """
+    from facecluster.catalog import Catalog
+    from facecluster.config import DetectConfig, EmbedConfig
+    from facecluster.output import emit_json
+    from facecluster.pipeline import detect_paths, load_detector
+    from facecluster.progress import progress_bar
+
+    files = collect_paths(paths)
+    with Catalog.open(db_path(ctx)) as catalog:
+        with catalog.run("detect", {"paths": [str(p) for p in files], "force": force}) as run:
+            with progress_bar(quiet) as progress:
+                report = detect_paths(
+                    catalog, files, lambda: load_detector(DetectConfig(), device, progress),
+                    config=DetectConfig(), crop_config=EmbedConfig(), force=force, progress=progress,
+                )
+            run.stats = report.to_dict()
+            run.status = "partial" if report.failed else "ok"
+    report_files(report, quiet)
+    if as_json:
+        emit_json(report.to_dict())
+    if report.failed:
+        ctx.exit(EXIT_PARTIAL)

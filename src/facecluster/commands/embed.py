@@ -1,0 +1,55 @@
+"""``facecluster embed``: embed every stored face that has no vector for the chosen model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+
+
+@click.command()
+@model_options
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Faces per batch (and per commit).")
+@force_option
+@quiet_option
+@json_option
+@click.pass_context
+def command(
+    ctx: click.Context,
+    weights: Path | None,
+    model_path: Path | None,
+    device: str,
+    batch_size: int,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Embed the faces found by ``detect`` (from their stored crops), in batches.
+
+    Vectors of different models are kept apart; faces that already have a vector of this model are
+    skipped unless --force.
+
+    \b
+    Example:
+        facecluster embed --weights facenet-casia-webface.pt
+    """
+    from facecluster.catalog import Catalog
+    from facecluster.config import EmbedConfig
+    from facecluster.output import emit_json
+    from facecluster.pipeline import embed_pending, load_embedder
+    from facecluster.progress import progress_bar
+
+    with Catalog.open(db_path(ctx)) as catalog:
+        with catalog.run("embed", {"weights": weights, "model": model_path, "force": force}) as run:
+            with progress_bar(quiet) as progress:
+                embedder = load_embedder(weights, model_path, device, EmbedConfig(), progress)
+                report = embed_pending(catalog, embedder, batch_size=batch_size, force=force, progress=progress)
+            run.stats = report.to_dict()
+    if not quiet:
+        click.echo(f"{report.embedded} faces embedded with {report.model_id}", err=True)
+    for failure in report.failed:
+        click.echo(f"failed: face {failure['face_id']}: {failure['error']}", err=True)
+    if as_json:
+        emit_json(report.to_dict())

@@ -1,0 +1,100 @@
+"""``facecluster label``: name clusters and correct the clustering; every change survives re-clustering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from facecluster.commands.common import db_path, json_option, quiet_option
+
+
+@click.command()
+@click.argument("cluster_and_name", nargs=-1, metavar="[CLUSTER NAME]")
+@click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@click.option("--merge", nargs=2, metavar="A B", help="Merge person A into person B (A's faces become B's).")
+@click.option("--move", nargs=2, type=(int, str), metavar="FACE NAME", help="Move one face to a person (created if new).")
+@click.option("--reject", "reject", type=int, metavar="FACE", help="Not this person: take the face out of its person for good.")
+@click.option("--ignore-face", type=int, metavar="FACE", help="Mark a face ignored / not a face.")
+@click.option("--ignore-cluster", type=int, metavar="CLUSTER", help="Mark a whole cluster ignored / not faces.")
+@click.option("--unignore-face", type=int, metavar="FACE", help="Undo --ignore-face.")
+@click.option("--unignore-cluster", type=int, metavar="CLUSTER", help="Undo --ignore-cluster.")
+@quiet_option
+@json_option
+@click.pass_context
+def command(
+    ctx: click.Context,
+    cluster_and_name: tuple[str, ...],
+    rename: tuple[str, str] | None,
+    merge: tuple[str, str] | None,
+    move: tuple[int, str] | None,
+    reject: int | None,
+    ignore_face: int | None,
+    ignore_cluster: int | None,
+    unignore_face: int | None,
+    unignore_cluster: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Name a cluster, or correct people: one action per call.
+
+    Names and corrections are kept by every later `facecluster cluster` run: faces you named or
+    moved stay with their person, rejected faces never return to that person, ignored ones stay out.
+
+    \b
+    Example:
+        facecluster label 3 "Ada Lovelace"
+        facecluster label --rename "Ada" "Ada Lovelace"
+        facecluster label --merge "Ada L." "Ada Lovelace"
+        facecluster label --move 1234 "Ada Lovelace"
+        facecluster label --reject 1234
+        facecluster label --ignore-cluster 17
+        facecluster label --ignore-face 1234
+    """
+    from facecluster import people
+    from facecluster.catalog import Catalog
+    from facecluster.output import emit_json
+
+    actions = {
+        "name": cluster_and_name or None, "rename": rename, "merge": merge, "move": move, "reject": reject,
+        "ignore_face": ignore_face, "ignore_cluster": ignore_cluster, "unignore_face": unignore_face,
+        "unignore_cluster": unignore_cluster,
+    }
+    chosen = [k for k, v in actions.items() if v is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one action: CLUSTER NAME, --rename, --merge, --move, --reject, --ignore-*")
+    action = chosen[0]
+    if action == "name":
+        if len(cluster_and_name) != 2 or not cluster_and_name[0].isdigit():
+            raise click.UsageError('name a cluster with: facecluster label CLUSTER NAME (e.g. label 3 "Ada")')
+    with Catalog.open(db_path(ctx)) as catalog:
+        with catalog.run("label", {"action": action, "value": actions[action]}) as run:
+            result: dict[str, Any]
+            if action == "name":
+                result = people.name_cluster(catalog, int(cluster_and_name[0]), cluster_and_name[1])
+                message = f"cluster {result['cluster']} is {result['person']} ({result['faces']} faces)"
+            elif action == "rename":
+                result = people.rename_person(catalog, *rename)  # type: ignore[misc]
+                message = f"renamed {result['old']} to {result['new']}"
+            elif action == "merge":
+                result = people.merge_people(catalog, *merge)  # type: ignore[misc]
+                message = f"merged {result['merged']} into {result['into']} ({result['faces']} faces)"
+            elif action == "move":
+                result = people.move_face(catalog, move[0], move[1])  # type: ignore[index]
+                message = f"face {result['face']} is {result['person']} (cluster {result['cluster']})"
+            elif action == "reject":
+                result = people.reject_face(catalog, reject)  # type: ignore[arg-type]
+                message = f"face {result['face']} is no longer with that person"
+            elif action in ("ignore_face", "unignore_face"):
+                face = ignore_face if action == "ignore_face" else unignore_face
+                result = people.ignore_face(catalog, face, ignored=action == "ignore_face")  # type: ignore[arg-type]
+                message = f"face {face} {'ignored' if result['ignored'] else 'no longer ignored'}"
+            else:
+                cluster = ignore_cluster if action == "ignore_cluster" else unignore_cluster
+                result = people.ignore_cluster(catalog, cluster, ignored=action == "ignore_cluster")  # type: ignore[arg-type]
+                message = f"cluster {cluster} {'ignored' if result['ignored'] else 'no longer ignored'} ({result['faces']} faces)"
+            run.stats = result
+    if not quiet:
+        click.echo(message, err=True)
+    if as_json:
+        emit_json(result)

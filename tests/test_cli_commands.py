@@ -1,0 +1,249 @@
+"""The detect/embed/cluster/label/people/faces commands end to end, with fake models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from facecluster import pipeline
+from facecluster.catalog import Catalog
+from facecluster.cli import cli
+from facecluster.errors import EXIT_PARTIAL
+from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, ensure_images_module, fake_crop, make_library, make_photo
+
+ensure_images_module()
+
+N_FACES = sum(len(v) for v in LIBRARY.values())
+
+
+@pytest.fixture()
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A generated library, a catalog path, and fake models wired into the pipeline's factories."""
+    state = {"detectors": [], "embedders": []}
+
+    def detector(config, device="cpu", progress=None):
+        state["detectors"].append(FakeDetector())
+        return state["detectors"][-1]
+
+    def embedder(weights, model_path, device="cpu", config=None, progress=None):
+        state["embedders"].append(FakeEmbedder(model_id="fake:trained" if model_path else "fake:0001"))
+        return state["embedders"][-1]
+
+    monkeypatch.setattr(pipeline, "load_detector", detector)
+    monkeypatch.setattr(pipeline, "load_embedder", embedder)
+    monkeypatch.setattr(pipeline, "default_crop", lambda: fake_crop)
+    make_library(tmp_path / "photos")
+    state["root"] = tmp_path / "photos"
+    state["db"] = tmp_path / "catalog.db"
+    return state
+
+
+def run(env: dict, *args: str, input: str | None = None):
+    result = CliRunner().invoke(cli, ["--db", str(env["db"]), *args], input=input)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def people_by_kind(env: dict) -> list[dict]:
+    return jsonl(run(env, "people", "--json").stdout)
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for name in ("detect", "embed", "cluster", "label", "people", "faces"):
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "Example:" in result.output, name
+
+
+def test_cluster_groups_the_library_and_prints_json(env: dict) -> None:
+    result = run(env, "cluster", str(env["root"]), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["detect"]["detected"] == len(LIBRARY) and out["detect"]["embedded"] == N_FACES
+    assert out["cluster"]["mode"] == "full"
+    # identities 0, 1, 2 appear in 3 photos each, identity 3 once (noise at min size 2)
+    assert sorted(r["faces"] for r in out["clusters"]) == [3, 3, 3]
+    assert out["cluster"]["noise"] == 1
+    with Catalog.open(env["db"]) as catalog:
+        assert catalog.db.execute("SELECT status FROM runs").fetchall() == [("ok",)]
+
+
+def test_second_run_does_no_work(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    result = run(env, "cluster", str(env["root"]), "--json")
+    out = json.loads(result.stdout)
+    assert out["detect"]["skipped"] == len(LIBRARY) and out["embed"]["embedded"] == 0
+    assert out["cluster"]["mode"] == "unchanged"
+    assert len(env["detectors"]) == 1  # the detector was not even built the second time
+
+
+def test_detect_embed_cluster_separately_and_stdin_paths(env: dict) -> None:
+    paths = "\n".join(str(p) for p in sorted(env["root"].rglob("*.png"))) + "\n"
+    result = run(env, "detect", "-", "--json", input=paths)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["detected"] == len([k for k in LIBRARY if k.endswith(".png")])
+    result = run(env, "embed", "--json")
+    assert json.loads(result.stdout)["embedded"] == N_FACES - 2  # the .jpg photo is not in the list
+    assert json.loads(run(env, "embed", "--json").stdout)["embedded"] == 0
+    assert json.loads(run(env, "embed", "--json", "--force").stdout)["embedded"] == N_FACES - 2
+    result = run(env, "cluster", "--json")
+    assert json.loads(result.stdout)["cluster"]["faces"] == N_FACES - 2
+
+
+def test_bad_inputs_are_recorded_with_exit_3(env: dict) -> None:
+    bad = env["root"] / "bad"
+    bad.mkdir()
+    (bad / "zero.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("hello, not a jpeg")
+    jpeg = bad / "cut.jpg"
+    make_photo(jpeg, [0])
+    data = jpeg.read_bytes()
+    jpeg.write_bytes(data[: len(data) // 3])
+    (bad / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(2000))
+    Image.new("1", (20000, 20000)).save(bad / "huge.png")
+    Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)).save(bad / "deep16.png")
+    Image.new("CMYK", (64, 64), (0, 100, 100, 0)).save(bad / "cmyk.jpg")
+    Image.new("L", (64, 64), 90).save(bad / "grey.jpg")
+    result = run(env, "detect", str(env["root"]), "--json")
+    assert result.exit_code == EXIT_PARTIAL
+    report = json.loads(result.stdout)
+    failed = {Path(f["path"]).name for f in report["failed"]}
+    assert {"zero.jpg", "text.jpg", "garbage.jpg", "huge.png"} <= failed
+    assert not failed & {"deep16.png", "cmyk.jpg", "grey.jpg"}  # odd but valid photos are read
+    lines = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
+    assert len(lines) == len(failed) and "Traceback" not in result.stderr
+    # A truncated JPEG may be decoded partly (grey below the cut) or refused: either is recorded.
+    assert report["detected"] == len(LIBRARY) + 3 + int("cut.jpg" not in failed)
+    with Catalog.open(env["db"]) as catalog:
+        assert catalog.db.execute("SELECT count(*) FROM faces").fetchone()[0] >= N_FACES
+        assert catalog.db.execute("SELECT status FROM runs").fetchone()[0] == "partial"
+
+
+def test_missing_path_is_a_failure_not_a_crash(env: dict) -> None:
+    result = run(env, "detect", str(env["root"] / "nope.jpg"))
+    assert result.exit_code == EXIT_PARTIAL and "no such file" in result.stderr
+
+
+def test_names_survive_reclustering_and_moves(env: dict, tmp_path: Path) -> None:
+    run(env, "cluster", str(env["root"]))
+    clusters = [r for r in people_by_kind(env) if r["kind"] == "cluster"]
+    first = clusters[0]["id"]
+    faces = jsonl(run(env, "faces", "--cluster", str(first)).stdout)
+    result = run(env, "label", str(first), "Ada")
+    assert result.exit_code == 0, result.output
+    named = {f["face_id"] for f in jsonl(run(env, "faces", "--person", "Ada").stdout)}
+    assert named == {f["face_id"] for f in faces}
+    # Full re-clustering keeps the name on the same faces and the same cluster id.
+    out = json.loads(run(env, "cluster", "--full", "--json").stdout)
+    ada = [r for r in out["clusters"] if r["name"] == "Ada"]
+    assert ada and ada[0]["clusters"] == [first] and ada[0]["faces"] == len(named)
+    # Moving the library keeps faces and names.
+    moved = tmp_path / "moved"
+    shutil.move(str(env["root"]), str(moved))
+    out = json.loads(run(env, "cluster", str(moved), "--json").stdout)
+    assert out["detect"]["moved"] == len(LIBRARY) and out["detect"]["detected"] == 0
+    again = jsonl(run(env, "faces", "--person", "Ada").stdout)
+    assert {f["face_id"] for f in again} == named and all(f["photo"].startswith(str(moved)) for f in again)
+
+
+def test_new_photos_of_a_named_person_get_the_name(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")
+    run(env, "label", str(cluster["id"]), "Bo")
+    identity_face = jsonl(run(env, "faces", "--cluster", str(cluster["id"])).stdout)[0]
+    # Which identity is that cluster? Copy one of its photos' pixels into a new file.
+    source = Path(identity_face["photo"])
+    new = env["root"] / "2022" / "new.png"
+    new.parent.mkdir()
+    pixels = np.asarray(Image.open(source)).copy()
+    pixels[0, 0] = (127, 127, 127)  # different content, same faces
+    Image.fromarray(pixels).save(new)
+    out = json.loads(run(env, "cluster", str(env["root"]), "--json").stdout)
+    assert out["cluster"]["mode"] == "incremental" and out["cluster"]["assigned"] >= 1
+    bo = {f["photo"] for f in jsonl(run(env, "faces", "--person", "Bo").stdout)}
+    assert str(new) in bo
+
+
+def test_label_actions(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    c1, c2, c3 = [r["id"] for r in people_by_kind(env) if r["kind"] == "cluster"]
+    assert run(env, "label", str(c1), "Ada").exit_code == 0
+    assert run(env, "label", str(c2), "Bob").exit_code == 0
+    assert run(env, "label", "--rename", "Bob", "Robert").exit_code == 0
+    result = run(env, "label", "--rename", "Robert", "Ada")
+    assert result.exit_code == 1 and "merge" in result.stderr
+    face = jsonl(run(env, "faces", "--cluster", str(c3)).stdout)[0]["face_id"]
+    assert run(env, "label", "--move", str(face), "Ada").exit_code == 0
+    assert run(env, "label", "--merge", "Robert", "Ada").exit_code == 0
+    people = people_by_kind(env)
+    assert [p["name"] for p in people if p["kind"] == "person"] == ["Ada"]
+    assert people[0]["faces"] == 3 + 3 + 1
+    assert run(env, "label", "--ignore-cluster", str(c3)).exit_code == 0
+    assert all(r["id"] != c3 for r in people_by_kind(env))
+    result = run(env, "label", "--reject", str(face), "--json")
+    assert json.loads(result.stdout)["face"] == face
+    assert run(env, "label", "--ignore-face", str(face)).exit_code == 0
+    assert face not in {f["face_id"] for f in jsonl(run(env, "faces").stdout)}
+    assert run(env, "label", "99", "Nobody").exit_code == 1
+    assert run(env, "label").exit_code == 2
+    assert run(env, "label", "1", "A", "--merge", "A", "B").exit_code == 2
+
+
+def test_corrections_survive_full_reclustering(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    c1, c2, _ = [r["id"] for r in people_by_kind(env) if r["kind"] == "cluster"]
+    run(env, "label", str(c1), "Ada")
+    run(env, "label", str(c2), "Bob")
+    moved = jsonl(run(env, "faces", "--cluster", str(c2)).stdout)[0]["face_id"]
+    run(env, "label", "--move", str(moved), "Ada")  # the user says: this one is Ada, whatever it looks like
+    rejected = jsonl(run(env, "faces", "--person", "Ada").stdout)[0]["face_id"]
+    if rejected == moved:
+        rejected = jsonl(run(env, "faces", "--person", "Ada").stdout)[1]["face_id"]
+    run(env, "label", "--reject", str(rejected))
+    ignored = jsonl(run(env, "faces", "--person", "Bob").stdout)[0]["face_id"]
+    run(env, "label", "--ignore-face", str(ignored))
+    before = {f["face_id"]: f["person"] for f in jsonl(run(env, "faces", "--all").stdout)}
+    for _ in range(2):
+        run(env, "cluster", "--full")
+        after = {f["face_id"]: f for f in jsonl(run(env, "faces", "--all").stdout)}
+        assert after[moved]["person"] == "Ada"
+        assert after[rejected]["person"] != "Ada"
+        assert after[ignored]["ignored"] and after[ignored]["cluster_id"] is None
+        for face_id, person in before.items():
+            if person and face_id not in (rejected,):
+                assert after[face_id]["person"] == person
+
+
+def test_faces_csv_and_json(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    records = jsonl(run(env, "faces").stdout)
+    assert len(records) == N_FACES
+    assert set(records[0]) >= {"face_id", "photo", "box", "probability", "cluster_id", "person"}
+    csv_text = run(env, "faces", "--csv").stdout.splitlines()
+    assert csv_text[0].startswith("face_id,photo,box") and len(csv_text) == N_FACES + 1
+
+
+def test_people_text_output(env: dict) -> None:
+    assert run(env, "people").exit_code == 0
+    run(env, "cluster", str(env["root"]))
+    out = run(env, "people").stdout
+    assert out.splitlines()[0].split()[:3] == ["kind", "id", "faces"] and "(unnamed)" in out
+
+
+def test_models_are_never_mixed(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    out = json.loads(run(env, "cluster", "--model", "x.pt", "--json").stdout)
+    assert out["embed"]["model_id"] == "fake:trained" and out["embed"]["embedded"] == N_FACES
+    assert out["cluster"]["mode"] == "full" and out["cluster"]["faces"] == N_FACES
+    with Catalog.open(env["db"]) as catalog:
+        assert {r[0] for r in catalog.db.execute("SELECT model_id FROM clusters")} == {"fake:trained"}
