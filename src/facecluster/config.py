@@ -24,10 +24,14 @@ class DetectConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """Embedding defaults."""
+    """Embedding defaults: crops and test-time augmentation chosen on LFW-dev (docs/evaluate.md)."""
 
     batch_size: int = 32
-    flip: bool = False  # test-time augmentation: average the embeddings of the crop and its mirror
+    flip: bool = True  # test-time augmentation: average the embeddings of the crop and its mirror
+    crop_size: int = 160  # the square crop the network sees
+    margin: int = 32  # pixels of the crop around the MTCNN box (facenet-pytorch's convention)
+    align: bool = False  # rotate/scale by the 5 landmarks instead of cropping the box
+    weights: str = "vggface2"  # pretrained weights used when neither --weights nor --model is given
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,185 @@
+"""The embedder interface the catalog codes against, and its FaceNet implementation.
+
+An embedder turns (N, H, W, 3) uint8 RGB face crops into (N, dim) float32 unit rows. ``model_id`` names
+the weights and the preprocessing: vectors of different ids are never compared or mixed::
+
+    embedder = load_embedder(weights=Path("casia.pt"))      # or model_path= a `facecluster train` file
+    vectors = embedder.embed(crops)                          # (N, 512) float32, unit rows
+    embedder.model_id                                        # "casia-webface:415ef259+flip"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from facecluster.config import EmbedConfig
+from facecluster.errors import ImageError, ModelError
+from facecluster.reporting import ProgressFn, null_progress
+
+if TYPE_CHECKING:
+    import torch
+
+    from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+
+
+class Embedder(Protocol):
+    """Anything that embeds face crops; the catalog stores ``model_id`` with every vector."""
+
+    model_id: str  # identifies weights + preprocessing: vectors of different ids are never mixed
+    dim: int
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB crops -> (N, dim) float32, unit rows; N may be 0."""
+        ...
+
+
+def standardise(crops: np.ndarray) -> np.ndarray:
+    """FaceNet's fixed standardisation, ``(x - 127.5) / 128``, as float32 NCHW.
+
+    Example: ``standardise(np.full((1, 2, 2, 3), 255, np.uint8))[0, 0, 0, 0]`` -> 0.99609375
+    """
+    return ((crops.astype(np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2)
+
+
+@dataclass
+class FaceNetEmbedder:
+    """InceptionResnetV1 behind the ``Embedder`` interface: checks, resizing, batching, flip averaging.
+
+    Keyword arguments: ``model`` the network (eval mode, on ``device``); ``model_id`` its name (the
+    ``+flip`` suffix is added here); ``config`` batch size, flip, crop size [EmbedConfig()].
+
+    Example::
+
+        embedder = FaceNetEmbedder(InceptionResnetV1().eval(), "random:0", EmbedConfig(flip=False))
+        embedder.embed(np.zeros((0, 160, 160, 3), np.uint8)).shape  # (0, 512)
+    """
+
+    model: InceptionResnetV1
+    base_id: str
+    config: EmbedConfig = field(default_factory=EmbedConfig)
+    device: str = "cpu"
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.embedding_dim)
+
+    @property
+    def model_id(self) -> str:
+        return model_id_for(self.base_id, self.config)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(standardise(batch))).to(self.device)
+        with torch.inference_mode():
+            features = self.model.features(x)
+            if self.config.flip:
+                # Average the un-normalised embeddings of the crop and its mirror, then normalise:
+                # a mirrored face is the same person, and the average is steadier than either.
+                features = features + self.model.features(torch.flip(x, dims=[3]))
+            vectors = torch.nn.functional.normalize(features, p=2, dim=1)
+        return vectors.float().cpu().numpy()
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB crops -> (N, dim) float32 unit rows; other sizes are resized first."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
+            raise ImageError(f"embed needs (N, H, W, 3) uint8 RGB crops, got {crops.dtype} {crops.shape}")
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        size = self.config.crop_size
+        if crops.shape[1:3] != (size, size):
+            from PIL import Image
+
+            crops = np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BILINEAR))
+                              for c in crops])
+        step = max(1, self.config.batch_size)
+        return np.concatenate([self._forward(crops[i:i + step]) for i in range(0, len(crops), step)])
+
+
+def model_id_for(base_id: str, config: EmbedConfig) -> str:
+    """``base_id`` plus the preprocessing that changes vectors: ``+flip``, ``+align``, a non-default margin.
+
+    Example: ``model_id_for("casia-webface:415ef259", EmbedConfig(flip=True))`` -> "casia-webface:415ef259+flip"
+    """
+    default = EmbedConfig()
+    parts = [base_id]
+    if config.crop_size != default.crop_size or config.margin != default.margin:
+        parts.append(f"crop{config.crop_size}m{config.margin}")
+    if config.align:
+        parts.append("align")
+    if config.flip:
+        parts.append("flip")
+    return "+".join(parts)
+
+
+def check_device(device: str) -> str:
+    """Validate a torch device string; ``ModelError`` when CUDA is asked for but absent.
+
+    Example: ``check_device("cpu")`` -> "cpu"
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from exc
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"--device {device} asked for, but no CUDA GPU is available: use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ModelError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif parsed.type != "cpu":
+        raise ModelError(f"device {device!r} is not supported: use cpu, cuda or cuda:N")
+    return device
+
+
+def _weights_name(path: Path, digest: str) -> str:
+    from facecluster.weights import EMBEDDING_NAMES, KNOWN_SHA256
+
+    if digest in KNOWN_SHA256:
+        return KNOWN_SHA256[digest]
+    return next((name for name in EMBEDDING_NAMES if name in path.name), "weights")
+
+
+def _load_trained(model_path: Path, device: str) -> tuple[InceptionResnetV1, dict[str, Any]]:
+    from facecluster.models.model_file import load_model_file
+
+    return load_model_file(model_path, device=device)
+
+
+def load_embedder(weights: Path | None = None, model_path: Path | None = None, device: str = "cpu",
+                  config: EmbedConfig = EmbedConfig(), progress: ProgressFn = null_progress) -> FaceNetEmbedder:
+    """Build the embedder: a trained model file (``model_path``) or pretrained weights (``weights``;
+    default: resolve ``config.weights``, i.e. vggface2, from env, cache or download).
+
+    ``weights`` may also be a weight name ("vggface2", "casia-webface"). Example::
+
+        load_embedder(weights=Path("/work/shared/weights/facenet-casia-webface.pt")).model_id
+        # 'casia-webface:415ef259+flip'
+    """
+    from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+    from facecluster.weights import EMBEDDING_NAMES, file_sha256, load_state_dict, resolve_weights
+
+    device = check_device(device)
+    if weights is not None and model_path is not None:
+        raise ModelError("give either --weights (pretrained) or --model (trained), not both")
+    if model_path is not None:
+        model, meta = _load_trained(Path(model_path), device)
+        digest = str(meta.get("sha256") or file_sha256(Path(model_path)))
+        return FaceNetEmbedder(model.eval(), f"trained:{digest[:8]}", config, device)
+    if weights is not None and str(weights) in EMBEDDING_NAMES and not Path(weights).exists():
+        path = resolve_weights(str(weights), progress=progress)
+    else:
+        path = resolve_weights(config.weights, weights, progress=progress)
+    state = load_state_dict(path)
+    if state.get("format") == "facecluster-model":
+        raise ModelError(f"{path} is a trained facecluster model: pass it with --model, not --weights")
+    model = InceptionResnetV1.from_state_dict(state, device=device)
+    digest = file_sha256(path)
+    return FaceNetEmbedder(model, f"{_weights_name(path, digest)}:{digest[:8]}", config, device)
+
