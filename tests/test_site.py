@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
+import os
 import re
 import stat
 from dataclasses import dataclass, field
@@ -146,6 +148,73 @@ def make_library(root: Path) -> Library:
     return lib
 
 
+def make_big_library(root: Path, n_faces: int = 100_000, n_clusters: int = 2_000, n_people: int = 200,
+                     dim: int = 512, seed: int = 0) -> Path:
+    """A catalog shaped like a large library, for timing ``show``/``export``/``forget`` (not run by pytest).
+
+    Two faces a photo, 160 px JPEG crops (1,000 distinct ones, reused), ``dim``-d float32 vectors,
+    cluster sizes from a Zipf law (the largest spans many sheet pages), 10% of faces unclustered, the
+    largest ``n_people`` clusters named. Photo files are hard links to one small JPEG. Usage::
+
+        python -c "from test_site import make_big_library as m; from pathlib import Path; m(Path('/tmp/big'))"
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    photo_dir = root / "photos"
+    photo_dir.mkdir(exist_ok=True)
+    base = photo_dir / "base.jpg"
+    _photo(base, (90, 110, 130), size=(640, 480))
+    crops = []
+    for i in range(1000):
+        image = Image.new("RGB", (160, 160), tuple(int(v) for v in rng.integers(0, 255, 3)))
+        ImageDraw.Draw(image).ellipse((30, 20, 130, 150), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=95)
+        crops.append(buffer.getvalue())
+    weights = 1.0 / np.arange(1, n_clusters + 1) ** 1.1
+    labels = rng.choice(n_clusters, size=n_faces, p=weights / weights.sum())
+    labels[rng.random(n_faces) < 0.1] = -1
+    centers = rng.normal(size=(n_clusters, dim)).astype(np.float32)
+    db_path = root / "catalog.db"
+    t = now()
+    with Catalog.open(db_path) as catalog:
+        conn = catalog.db.conn
+        with conn:
+            conn.execute("INSERT INTO models (id, kind, dim, created_at) VALUES (?, 'pretrained', ?, ?)", [MODEL, dim, t])
+            for p in range(n_people):
+                conn.execute("INSERT INTO people (id, name, created_at) VALUES (?, ?, ?)", [p + 1, f"Person {p + 1}", t])
+            for c in range(n_clusters):
+                person = c + 1 if c < n_people else None
+                conn.execute("INSERT INTO clusters (id, model_id, person_id, size, created_at) VALUES (?, ?, ?, ?, ?)",
+                             [c + 1, MODEL, person, int((labels == c).sum()), t])
+            n_photos = (n_faces + 1) // 2
+            for p in range(n_photos):
+                path = photo_dir / f"{p // 1000}" / f"IMG_{p:06d}.jpg"
+                if not path.exists():
+                    path.parent.mkdir(exist_ok=True)
+                    os.link(base, path)
+                conn.execute(
+                    "INSERT INTO photos (id, hash, path, size, mtime, width, height, orientation, status, n_faces,"
+                    " added_at, updated_at) VALUES (?, ?, ?, 1, 0, 640, 480, 1, 'detected', 2, ?, ?)",
+                    [p + 1, f"h{p}", str(path), t, t],
+                )
+            for f in range(n_faces):
+                label = int(labels[f])
+                vec = (centers[label] if label >= 0 else rng.normal(size=dim)) + rng.normal(scale=0.5, size=dim)
+                vec = (vec / np.linalg.norm(vec)).astype(np.float32)
+                x = 40 + 300 * (f % 2)
+                conn.execute(
+                    "INSERT INTO faces (id, photo_id, x1, y1, x2, y2, probability, crop, crop_format, cluster_id,"
+                    " created_at) VALUES (?, ?, ?, 100, ?, 260, 0.99, ?, 'jpeg', ?, ?)",
+                    [f + 1, f // 2 + 1, x, x + 140, crops[f % 1000], label + 1 if label >= 0 else None, t],
+                )
+                conn.execute(
+                    "INSERT INTO embeddings (face_id, model_id, dim, vector, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [f + 1, MODEL, dim, vec.tobytes(), t],
+                )
+    return db_path
+
+
 @pytest.fixture()
 def library(tmp_path: Path) -> Library:
     return make_library(tmp_path)
@@ -282,3 +351,32 @@ def test_label_commands_quote_names() -> None:
     assert commands.name_cluster(3, "Ada Lovelace") == "facecluster label 3 'Ada Lovelace'"
     assert commands.move(7, "O'Brien") == "facecluster label --move 7 'O'\"'\"'Brien'"
     assert commands.ignore_face(9) == "facecluster label --ignore-face 9"
+
+
+def test_quantised_vectors_pick_the_same_representative(library: Library, tmp_path: Path) -> None:
+    from facecluster.quantize import quantize
+
+    with Catalog.open(library.db) as catalog:
+        build_site(catalog, tmp_path / "float")
+        rows = catalog.db.execute("SELECT face_id, vector FROM embeddings").fetchall()
+        X = np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows])
+        codes, scale = quantize(X)
+        for (face_id, _), c, s in zip(rows, codes, scale):
+            catalog.db.execute("UPDATE embeddings SET dtype = 'uint8', scale = ?, vector = ? WHERE face_id = ?",
+                               [float(s), c.tobytes(), face_id])
+        catalog.db.conn.commit()
+        build_site(catalog, tmp_path / "uint8")
+    first = re.findall(r'alt="face (\d+)"', (tmp_path / "float/index.html").read_text())
+    assert first == re.findall(r'alt="face (\d+)"', (tmp_path / "uint8/index.html").read_text())
+
+
+def test_person_page_shows_the_label_commands(library: Library, tmp_path: Path) -> None:
+    with Catalog.open(library.db) as catalog:
+        build_site(catalog, tmp_path / "site")
+    page = (tmp_path / f"site/groups/person-{library.people['Zoë Ñúñez']}.html").read_text()
+    for text in ("label CLUSTER 'Zoë Ñúñez'", "label --rename 'Zoë Ñúñez' NEW", "label --merge 'Zoë Ñúñez' OTHER",
+                 "forget 'Zoë Ñúñez'", f"label --reject {library.faces['B'][0]}"):
+        assert html.escape(f"facecluster {text}") in page, text
+    cluster = (tmp_path / f"site/groups/cluster-{library.clusters['C']}.html").read_text()
+    assert f"label --ignore-cluster {library.clusters['C']}" in cluster
+    assert "label --reject" not in cluster  # unnamed faces have no person to reject

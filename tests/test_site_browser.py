@@ -19,11 +19,13 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
+from PIL import Image, ImageDraw
 
 from facecluster.catalog import Catalog
 from facecluster.config import SiteConfig
+from facecluster.migrations import now
 from facecluster.site import build_site
-from test_site import make_library
+from test_site import Library, make_library
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -52,6 +54,8 @@ PROBE = """
     images: imgs.map(i => [i.currentSrc || i.src, i.naturalWidth]),
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     cards: [...document.querySelectorAll('.card')].map(c => c.id),
+    photos: [...document.querySelectorAll('.photo img')].map(i =>
+      [i.naturalWidth, i.naturalHeight, +i.getAttribute('width'), +i.getAttribute('height')]),
     styled: getComputedStyle(document.body).maxWidth,
   };
 })()
@@ -125,6 +129,33 @@ class DevTools:
         os.close(self._from_chrome)
 
 
+def _add_rotated_and_tiff_photos(library: Library) -> dict[str, int]:
+    """A JPEG stored sideways (EXIF orientation 6) and a TIFF (no browser shows it: a preview is made)."""
+    rotated = library.photos["ada1"].parent / "sideways.jpg"
+    image = Image.new("RGB", (240, 160), (30, 90, 60))
+    ImageDraw.Draw(image).rectangle((150, 20, 220, 80), fill=(230, 190, 160))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(rotated, "JPEG", exif=exif.tobytes())
+    tiff = rotated.with_name("scan.tif")
+    Image.new("RGB", (200, 150), (120, 40, 40)).save(tiff, "TIFF")
+    ids = {}
+    with Catalog.open(library.db) as catalog:
+        for key, path, (w, h), box in (("rotated", rotated, (160, 240), (80, 150, 140, 220)),
+                                       ("tiff", tiff, (200, 150), (20, 20, 80, 90))):
+            t = now()
+            ids[key] = catalog.db["photos"].insert(
+                {"hash": key, "path": str(path), "size": 1, "mtime": 0.0, "width": w, "height": h, "orientation": 1,
+                 "status": "detected", "n_faces": 1, "added_at": t, "updated_at": t}
+            ).last_pk
+            catalog.db["faces"].insert(
+                {"photo_id": ids[key], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "probability": 0.99,
+                 "crop": None, "cluster_id": None, "ignored": 0, "created_at": t}
+            )
+        catalog.db.conn.commit()
+    return ids
+
+
 def _local(url: str) -> Path | None:
     parsed = urlparse(url)
     return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
@@ -133,6 +164,7 @@ def _local(url: str) -> Path | None:
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (/usr/bin/chromium)")
 def test_site_in_headless_chromium(tmp_path: Path) -> None:
     library = make_library(tmp_path)
+    extra = _add_rotated_and_tiff_photos(library)
     out = tmp_path / "site"
     with Catalog.open(library.db) as catalog:
         summary = build_site(catalog, out, config=SiteConfig(faces_per_page=3))
@@ -187,6 +219,14 @@ def test_site_in_headless_chromium(tmp_path: Path) -> None:
             fragment = urlparse(href).fragment
             if fragment:
                 assert f'id="{fragment}"' in path.read_text(), f"{page}: {href} has no #{fragment}"
+    # The face boxes are drawn in the photo's oriented pixels: the browser must show it the same size.
+    for page, value in results.items():
+        for natural_w, natural_h, width, height in value["photos"]:
+            assert (natural_w, natural_h) == (width, height), page
+    rotated = results[out / f"photos/0/{extra['rotated']}.html"]["photos"]
+    assert rotated == [[160, 240, 160, 240]]  # stored 240x160 with EXIF orientation 6
+    tiff = results[out / f"photos/0/{extra['tiff']}.html"]["images"][0][0]
+    assert "/previews/" in tiff and summary.previews_made == 1
     assert n_images >= summary.faces * 2  # each face on its sheet and its photo page, plus photos and index
     # Nothing left the machine: every request was for a local file.
     assert requests and all(re.match(r"(file|data|about):", url) for url in requests), requests

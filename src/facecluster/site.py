@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import html
 import io
-import json
 import os
 import shlex
 import sqlite3
@@ -38,6 +37,7 @@ from facecluster.config import SiteConfig
 from facecluster.errors import DataError
 from facecluster.export import current_photo_path
 from facecluster.privacy import private_dir, write_private_bytes, write_private_text
+from facecluster.quantize import ZERO
 from facecluster.reporting import ProgressFn, null_progress
 
 #: Marks a folder as a facecluster site, so a rebuild never prunes files in someone else's folder.
@@ -50,23 +50,32 @@ OWNED_DIRS = ("groups", "photos", "thumbs", "previews")
 
 @dataclass(frozen=True)
 class LabelCommands:
-    """The shell commands shown beside clusters and faces, ready to copy.
+    """The shell commands shown beside clusters and faces, ready to copy (``facecluster label`` shapes).
 
     ``prefix`` is how the user runs facecluster, e.g. ``facecluster --db photos.db``::
 
-        LabelCommands().name_cluster(12, "Ada Lovelace")  # 'facecluster label 12 \\'Ada Lovelace\\''
+        LabelCommands().name_cluster(12, "Ada Lovelace")  # "facecluster label 12 'Ada Lovelace'"
     """
 
     prefix: str = "facecluster"
 
-    def name_cluster(self, cluster_id: int, name: str = "NAME") -> str:
+    def name_cluster(self, cluster_id: int | str, name: str = "NAME") -> str:
         return f"{self.prefix} label {cluster_id} {_q(name)}"
 
-    def merge(self, cluster_id: int, other: str = "OTHER") -> str:
-        return f"{self.prefix} label --merge {cluster_id} {other}"
+    def ignore_cluster(self, cluster_id: int) -> str:
+        return f"{self.prefix} label --ignore-cluster {cluster_id}"
 
-    def move(self, face_id: int, name: str = "NAME") -> str:
+    def rename(self, name: str, new: str = "NEW") -> str:
+        return f"{self.prefix} label --rename {_q(name)} {_q(new)}"
+
+    def merge(self, name: str, into: str = "OTHER") -> str:
+        return f"{self.prefix} label --merge {_q(name)} {_q(into)}"
+
+    def move(self, face_id: int | str, name: str = "NAME") -> str:
         return f"{self.prefix} label --move {face_id} {_q(name)}"
+
+    def reject(self, face_id: int) -> str:
+        return f"{self.prefix} label --reject {face_id}"
 
     def ignore_face(self, face_id: int) -> str:
         return f"{self.prefix} label --ignore-face {face_id}"
@@ -77,7 +86,7 @@ class LabelCommands:
 
 def _q(text: str) -> str:
     # Placeholders stay bare so they read as "replace me"; real names are shell-quoted.
-    return text if text in ("NAME", "OTHER") else shlex.quote(text)
+    return text if text in ("NAME", "NEW", "OTHER") else shlex.quote(text)
 
 
 @dataclass
@@ -192,12 +201,15 @@ def group_faces(db: sqlite3.Connection, faces: Sequence[Face]) -> list[Group]:
 
 
 def _vectors(db: sqlite3.Connection, model_id: str) -> Iterator[tuple[int, np.ndarray]]:
-    for face_id, dtype, blob in db.execute(
-        "SELECT face_id, dtype, vector FROM embeddings WHERE model_id = ? ORDER BY face_id", [model_id]
+    for face_id, dtype, scale, blob in db.execute(
+        "SELECT face_id, dtype, scale, vector FROM embeddings WHERE model_id = ? ORDER BY face_id", [model_id]
     ):
-        if dtype != "float32":
-            continue  # quantised vectors: the score falls back to detection probability
-        yield face_id, np.frombuffer(blob, dtype=np.float32)
+        if dtype == "float32":
+            yield face_id, np.frombuffer(blob, dtype="<f4")
+        elif dtype == "uint8" and scale is not None:
+            # 8-bit codes around ZERO (facecluster.quantize); the scale does not matter for cosines.
+            yield face_id, np.frombuffer(blob, dtype=np.uint8).astype(np.float32) - ZERO
+        # anything else: the face sorts by detection probability instead
 
 
 def _score_model(db: sqlite3.Connection) -> str | None:
@@ -474,18 +486,30 @@ def render_index(groups: Sequence[Group], failed: set[int], config: SiteConfig, 
 def _group_commands(group: Group, commands: LabelCommands) -> str:
     if group.kind == "cluster":
         lines = [
-            ("Name this cluster", commands.name_cluster(group.id)),
-            ("Merge into another cluster", commands.merge(group.id)),
+            ("Name this cluster (an existing name adds it to that person)", commands.name_cluster(group.id or 0)),
+            ("Not faces: hide the whole cluster", commands.ignore_cluster(group.id or 0)),
         ]
     elif group.kind == "person":
+        name = group.name or ""
         lines = [
-            ("Add a cluster to this person", commands.name_cluster(0, group.name or "").replace(" 0 ", " CLUSTER ", 1)),
-            ("Forget this person (deletes their faces from the catalog)", commands.forget(group.name or "")),
+            ("Add an unnamed cluster to this person", commands.name_cluster("CLUSTER", name)),
+            ("Rename", commands.rename(name)),
+            ("Merge into another person", commands.merge(name)),
+            ("Forget this person (deletes their faces, crops and vectors)", commands.forget(name)),
         ]
     else:
-        lines = [("Assign a face to a person", commands.move(0).replace(" 0 ", " FACE ", 1))]
+        lines = [("Give a face a person", commands.move("FACE"))]
     items = "".join(f"<div>{_e(label)}: {_cmd(text)}</div>" for label, text in lines)
     return f'<div class="commands">{items}</div>'
+
+
+def _face_commands(face: Face, commands: LabelCommands) -> str:
+    # Rejecting needs a person to reject; every face can be moved or ignored.
+    lines = [commands.move(face.id)]
+    if face.person_id is not None:
+        lines.append(commands.reject(face.id))
+    lines.append(commands.ignore_face(face.id))
+    return "".join(_cmd(line) for line in lines)
 
 
 def render_sheets(
@@ -504,7 +528,7 @@ def render_sheets(
             figures.append(
                 f'<figure id="face-{face.id}"><a href="{_e(photo)}">{_thumb_img(face, failed, "../", config.thumb_size)}</a>'
                 f"<figcaption>face {face.id}{score}<details><summary>commands</summary>"
-                f"{_cmd(commands.move(face.id))}{_cmd(commands.ignore_face(face.id))}</details></figcaption></figure>"
+                f"{_face_commands(face, commands)}</details></figcaption></figure>"
             )
         count = len(group.faces)
         body = (
@@ -545,7 +569,7 @@ def render_photo(
             f"<tr><td>{_thumb_img(face, failed, '../../', config.thumb_size)}</td>"
             f'<td>face {face.id} &middot; <a href="../../{_e(group.page(1))}">{_e(group.title)}</a>'
             f" &middot; p={face.probability:.3f}"
-            f"{_cmd(commands.move(face.id))}{_cmd(commands.ignore_face(face.id))}</td></tr>"
+            f"{_face_commands(face, commands)}</td></tr>"
         )
     name = _e(path) if path is not None else "(file missing)"
     if image_url is not None and size is not None:
@@ -719,7 +743,3 @@ def prune(out: Path, keep: set[str]) -> int:
                 os.rmdir(dirpath)
     return removed
 
-
-def site_manifest(summary: SiteSummary) -> str:
-    """The summary as one JSON line (what ``show --json`` prints)."""
-    return json.dumps(summary.as_dict(), ensure_ascii=False)
