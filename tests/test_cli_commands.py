@@ -247,3 +247,11 @@ def test_models_are_never_mixed(env: dict) -> None:
     assert out["cluster"]["mode"] == "full" and out["cluster"]["faces"] == N_FACES
     with Catalog.open(env["db"]) as catalog:
         assert {r[0] for r in catalog.db.execute("SELECT model_id FROM clusters")} == {"fake:trained"}
+
+
+def test_changed_settings_recluster_everything(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    result = run(env, "cluster", "--min-cluster-size", "1", "--json")
+    out = json.loads(result.stdout)
+    assert out["cluster"]["mode"] == "full" and out["cluster"]["noise"] == 0 and "settings changed" in result.stderr
+    assert json.loads(run(env, "cluster", "--min-cluster-size", "1", "--json").stdout)["cluster"]["mode"] == "unchanged"

@@ -110,6 +110,14 @@ class Catalog:
                     [now(), status, json.dumps(record.stats, default=str), record.id],
                 )
 
+    def last_run_args(self, command: str) -> dict[str, Any] | None:
+        """The arguments of the latest finished (ok or partial) run of ``command``, or None."""
+        row = self.db.execute(
+            "SELECT args FROM runs WHERE command = ? AND status IN ('ok', 'partial') ORDER BY id DESC LIMIT 1",
+            [command],
+        ).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
     # -- models and embeddings ----------------------------------------------------------------------
 
     def ensure_model(self, model_id: str, dim: int, *, path: str | None = None, sha256: str | None = None) -> None:

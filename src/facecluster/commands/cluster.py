@@ -49,6 +49,12 @@ def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
     stderr_console.print("Name a cluster: facecluster label CLUSTER NAME   (list: facecluster people)")
 
 
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The clustering settings whose change calls for a full re-clustering."""
+    keys = ("method", "threshold", "min_cluster_size", "min_probability", "min_face_px", "hdbscan_min_samples")
+    return {k: config.get(k) for k in keys}
+
+
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @model_options
@@ -106,6 +112,12 @@ def command(
     embed_config = EmbedConfig()
     result: dict[str, Any] = {}
     with Catalog.open(db_path(ctx)) as catalog:
+        previous = (catalog.last_run_args("cluster") or {}).get("config")
+        if previous is not None and not full and _settings(previous) != _settings(config.__dict__):
+            # Incremental assignment under other settings would mix two clusterings: start over.
+            full = True
+            if not quiet:
+                click.echo("clustering settings changed since the last run: re-clustering everything", err=True)
         args = {"paths": [str(p) for p in files], "full": full, "force": force, "config": config.__dict__}
         with catalog.run("cluster", args) as run:
             with progress_bar(quiet) as progress:

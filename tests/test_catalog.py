@@ -1,0 +1,69 @@
+"""The catalog: migrations, runs, models, vectors, transactions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facecluster.catalog import Catalog, decode_vector, encode_vector
+from facecluster.errors import CatalogError
+from facecluster.migrations import MIGRATIONS
+
+
+def test_migrations_applied_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    Catalog.open(path).close()
+    with Catalog.open(path) as catalog:
+        names = [r[0] for r in catalog.db.execute("SELECT name FROM _migrations ORDER BY name")]
+        assert names == [m.__name__ for m in MIGRATIONS]
+        assert "clustered_with" in catalog.db["faces"].columns_dict
+        assert catalog.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_directory_is_not_a_catalog(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="directory"):
+        Catalog.open(tmp_path)
+
+
+def test_run_rows_record_status_and_stats() -> None:
+    catalog = Catalog.open(None)
+    with catalog.run("detect", {"paths": ["a"]}) as run:
+        run.stats["photos"] = 3
+    with catalog.run("detect") as run:
+        run.status = "partial"
+    with pytest.raises(KeyboardInterrupt), catalog.run("cluster"):
+        raise KeyboardInterrupt
+    with pytest.raises(ValueError), catalog.run("cluster"):
+        raise ValueError("boom")
+    rows = catalog.db.execute("SELECT command, status, stats, finished_at IS NOT NULL FROM runs ORDER BY id").fetchall()
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("detect", "ok", 1), ("detect", "partial", 1), ("cluster", "interrupted", 1), ("cluster", "error", 1),
+    ]
+    assert '"photos": 3' in rows[0][2]
+    assert catalog.last_run_args("detect") == {}
+    assert catalog.last_run_args("cluster") is None
+
+
+def test_transaction_rolls_back_on_error() -> None:
+    catalog = Catalog.open(None)
+    with pytest.raises(RuntimeError), catalog.transaction() as conn:
+        conn.execute("INSERT INTO people (name, created_at) VALUES ('x', 'now')")
+        raise RuntimeError
+    assert catalog.db.execute("SELECT count(*) FROM people").fetchone()[0] == 0
+
+
+def test_models_and_vectors() -> None:
+    catalog = Catalog.open(None)
+    catalog.ensure_model("trained:1234abcd", 128)
+    catalog.ensure_model("trained:1234abcd", 128)
+    assert catalog.db.execute("SELECT kind, dim FROM models").fetchall() == [("trained", 128)]
+    with pytest.raises(CatalogError, match="dimension"):
+        catalog.ensure_model("trained:1234abcd", 512)
+    v = np.random.default_rng(0).normal(size=128).astype(np.float32)
+    np.testing.assert_array_equal(decode_vector(128, "float32", None, encode_vector(v)), v)
+    with pytest.raises(CatalogError):
+        decode_vector(64, "float32", None, encode_vector(v))
+    ids, X = catalog.load_embeddings("trained:1234abcd")
+    assert ids.shape == (0,) and X.shape[0] == 0

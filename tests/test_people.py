@@ -1,0 +1,204 @@
+"""people.py: clustering the catalog, names, corrections, incremental assignment (synthetic vectors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facecluster.catalog import Catalog, encode_vector
+from facecluster.config import ClusterConfig
+from facecluster.errors import CatalogError
+from facecluster.migrations import now
+from facecluster.people import (
+    cluster_catalog,
+    ignore_cluster,
+    ignore_face,
+    iter_faces,
+    list_people,
+    merge_people,
+    move_face,
+    name_cluster,
+    reject_face,
+    rename_person,
+)
+from tests.fakes import FakeAlgorithms
+
+MODEL = "test:model"
+CONFIG = ClusterConfig(threshold=1.0, min_cluster_size=2)
+
+
+class Recording(FakeAlgorithms):
+    """Engineer E's average linkage, remembering the constraints it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def cluster_embeddings(self, X, config, **kwargs):  # type: ignore[override]
+        from facecluster.cluster import cluster_embeddings
+
+        self.calls.append(kwargs)
+        return cluster_embeddings(X, config, **kwargs)
+
+
+def _vector(identity: int, rng: np.random.Generator, dim: int = 8) -> np.ndarray:
+    v = rng.normal(0, 0.05, dim).astype(np.float32)
+    v[identity] += 1
+    return v / np.linalg.norm(v)
+
+
+def add_faces(catalog: Catalog, identities: list[list[int]], *, seed: int = 0, probability: float = 0.99,
+              side: float = 60) -> list[int]:
+    """One photo per inner list, one face (with a vector) per identity in it; returns the face ids."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    conn = catalog.db.conn
+    catalog.ensure_model(MODEL, 8)
+    start = catalog.db.execute("SELECT count(*) FROM photos").fetchone()[0]
+    with catalog.transaction():
+        for k, faces in enumerate(identities):
+            cursor = conn.execute(
+                "INSERT INTO photos (hash, path, size, mtime, status, added_at, updated_at) VALUES (?, ?, 1, 0, 'detected', ?, ?)",
+                [f"h{start + k}", f"/p/{start + k}.jpg", now(), now()],
+            )
+            photo = cursor.lastrowid
+            for identity in faces:
+                cursor = conn.execute(
+                    "INSERT INTO faces (photo_id, x1, y1, x2, y2, probability, created_at) VALUES (?, 0, 0, ?, ?, ?, ?)",
+                    [photo, side, side, probability, now()],
+                )
+                ids.append(int(cursor.lastrowid))
+                conn.execute(
+                    "INSERT INTO embeddings (face_id, model_id, dim, vector, created_at) VALUES (?, ?, 8, ?, ?)",
+                    [ids[-1], MODEL, encode_vector(_vector(identity, rng)), now()],
+                )
+    return ids
+
+
+def clusters_of(catalog: Catalog, face_ids: list[int]) -> list[int | None]:
+    marks = ",".join("?" * len(face_ids))
+    rows = dict(catalog.db.execute(f"SELECT id, cluster_id FROM faces WHERE id IN ({marks})", face_ids).fetchall())
+    return [rows[i] for i in face_ids]
+
+
+def person_of(catalog: Catalog, face_id: int) -> str | None:
+    row = catalog.db.execute(
+        "SELECT p.name FROM faces f LEFT JOIN people p ON p.id = f.person_id WHERE f.id = ?", [face_id]
+    ).fetchone()
+    return row[0]
+
+
+def test_full_clustering_groups_identities_and_reports() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0, 1], [0], [1], [0, 2], [3]])
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.mode == "full" and report.faces == 7 and report.clusters == 2 and report.noise == 2
+    c = clusters_of(catalog, ids)
+    assert c[0] == c[2] == c[4] and c[1] == c[3] and c[0] != c[1] and c[5] is None and c[6] is None
+
+
+def test_floors_leave_faces_out() -> None:
+    catalog = Catalog.open(None)
+    add_faces(catalog, [[0], [0]])
+    add_faces(catalog, [[0]], probability=0.5, seed=1)
+    add_faces(catalog, [[0]], side=10, seed=2)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert (report.low_probability, report.too_small, report.clustered) == (1, 1, 2)
+
+
+def test_unchanged_then_incremental_assignment() -> None:
+    catalog = Catalog.open(None)
+    add_faces(catalog, [[0], [0], [1], [1], [2]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"
+    (c0,) = {r[0] for r in catalog.db.execute("SELECT cluster_id FROM faces WHERE id = 1")}
+    name_cluster(catalog, c0, "Ada")
+    new = add_faces(catalog, [[0], [2], [5]], seed=3)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.mode == "incremental" and report.assigned == 1
+    assert clusters_of(catalog, [new[0]]) == [c0] and person_of(catalog, new[0]) == "Ada"
+    # the earlier lone identity-2 face and the new one now form a cluster together
+    assert report.new_clusters == 1 and clusters_of(catalog, [5])[0] == clusters_of(catalog, [new[1]])[0]
+
+
+def test_incremental_respects_photo_and_rejection_constraints() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    (c0,) = set(clusters_of(catalog, ids))
+    name_cluster(catalog, c0, "Ada")
+    # A new face of identity 0 in a photo already in the cluster cannot join it.
+    conn = catalog.db.conn
+    with catalog.transaction():
+        cursor = conn.execute(
+            "INSERT INTO faces (photo_id, x1, y1, x2, y2, probability, created_at) VALUES (1, 0, 0, 60, 60, 0.99, ?)", [now()]
+        )
+        twin = int(cursor.lastrowid)
+        conn.execute("INSERT INTO embeddings (face_id, model_id, dim, vector, created_at) VALUES (?, ?, 8, ?, ?)",
+                     [twin, MODEL, encode_vector(_vector(0, np.random.default_rng(9))), now()])
+    rejected = add_faces(catalog, [[0]], seed=4)[0]
+    with catalog.transaction():
+        conn.execute("INSERT INTO face_rejections (face_id, person_id, created_at) VALUES (?, 1, ?)", [rejected, now()])
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.assigned == 0
+    assert clusters_of(catalog, [twin, rejected]) != [c0, c0]
+    assert person_of(catalog, twin) is None and person_of(catalog, rejected) is None
+
+
+def test_full_reclustering_passes_constraints_and_keeps_ids_and_names() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1], [2], [2]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    before = clusters_of(catalog, ids)
+    name_cluster(catalog, before[0], "Ada")
+    name_cluster(catalog, before[2], "Bob")
+    move_face(catalog, ids[4], "Ada")  # the user knows better than the embedding
+    algorithms = Recording()
+    cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=algorithms)
+    call = algorithms.calls[-1]
+    assert (call["must_link"] >= 0).sum() == 5  # Ada x3 (one moved), Bob x2
+    assert len(call["cannot_link_pairs"]) == 1  # Ada vs Bob (the moved face had no person before)
+    after = clusters_of(catalog, ids)
+    assert after[0] == before[0] and after[2] == before[2]
+    assert [person_of(catalog, i) for i in ids] == ["Ada", "Ada", "Bob", "Bob", "Ada", None]
+    assert after[4] == after[0]
+
+
+def test_rename_merge_reject_ignore() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "A")
+    name_cluster(catalog, b, "B")
+    with pytest.raises(CatalogError, match="merge"):
+        rename_person(catalog, "A", "B")
+    rename_person(catalog, "A", "Ada")
+    assert merge_people(catalog, "B", "Ada")["faces"] == 2
+    assert [r["name"] for r in list_people(catalog)] == ["Ada"]
+    reject_face(catalog, ids[3])
+    assert person_of(catalog, ids[3]) is None
+    cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
+    assert person_of(catalog, ids[3]) is None and person_of(catalog, ids[2]) == "Ada"
+    ignore_face(catalog, ids[0])
+    assert ids[0] not in {f["face_id"] for f in iter_faces(catalog)}
+    (ada,) = {c for c in clusters_of(catalog, ids[1:3])}  # one cluster: must-link joined A and B's faces
+    assert ignore_cluster(catalog, ada)["faces"] == 2
+    assert list_people(catalog)[0]["clusters"] == []
+    report = cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
+    assert report.ignored >= 2
+    with pytest.raises(CatalogError):
+        name_cluster(catalog, 999, "X")
+    with pytest.raises(CatalogError):
+        move_face(catalog, 999, "X")
+    with pytest.raises(CatalogError):
+        merge_people(catalog, "Ada", "Ada")
+
+
+def test_a_second_model_replaces_the_clustering_without_mixing_vectors() -> None:
+    catalog = Catalog.open(None)
+    add_faces(catalog, [[0], [0]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    catalog.ensure_model("other", 8)
+    report = cluster_catalog(catalog, "other", CONFIG, algorithms=FakeAlgorithms())
+    assert report.faces == 0 and report.mode == "full"
+    assert catalog.db.execute("SELECT count(*) FROM clusters WHERE model_id = ?", [MODEL]).fetchone()[0] == 0
