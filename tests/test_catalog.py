@@ -65,5 +65,11 @@ def test_models_and_vectors() -> None:
     np.testing.assert_array_equal(decode_vector(128, "float32", None, encode_vector(v)), v)
     with pytest.raises(CatalogError):
         decode_vector(64, "float32", None, encode_vector(v))
+    from facecluster.quantize import quantize
+
+    unit = v / np.linalg.norm(v)
+    codes, scale = quantize(unit[None])
+    back = decode_vector(128, "uint8", float(scale[0]), codes[0].tobytes())
+    assert float(((back - unit) ** 2).sum()) < 1e-3
     ids, X = catalog.load_embeddings("trained:1234abcd")
     assert ids.shape == (0,) and X.shape[0] == 0

@@ -171,10 +171,17 @@ def encode_vector(vector: np.ndarray) -> bytes:
 
 
 def decode_vector(dim: int, dtype: str, scale: float | None, blob: bytes) -> np.ndarray:
-    """Inverse of ``encode_vector``: the float32 vector of one ``embeddings`` row."""
-    if dtype != "float32":
-        raise CatalogError(f"embedding dtype {dtype!r} is not readable by this version; re-run `facecluster embed --force`")
-    vector = np.frombuffer(blob, dtype="<f4")
+    """Inverse of ``encode_vector``: the float32 vector of one ``embeddings`` row.
+
+    Also reads 8-bit rows (``dtype = 'uint8'``, see ``facecluster.quantize``), back on the unit sphere."""
+    if dtype == "float32":
+        vector = np.frombuffer(blob, dtype="<f4")
+    elif dtype == "uint8" and scale is not None:
+        from facecluster.quantize import dequantize
+
+        vector = dequantize(np.frombuffer(blob, dtype=np.uint8).reshape(1, -1), np.array([scale]))[0]
+    else:
+        raise CatalogError(f"embedding dtype {dtype!r} is not readable; re-run `facecluster embed --force`")
     if vector.shape[0] != dim:
         raise CatalogError(f"an embedding blob holds {vector.shape[0]} values, not {dim}")
     return vector.astype(np.float32)
