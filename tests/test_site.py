@@ -380,3 +380,10 @@ def test_person_page_shows_the_label_commands(library: Library, tmp_path: Path) 
     cluster = (tmp_path / f"site/groups/cluster-{library.clusters['C']}.html").read_text()
     assert f"label --ignore-cluster {library.clusters['C']}" in cluster
     assert "label --reject" not in cluster  # unnamed faces have no person to reject
+
+
+def test_empty_catalog_gives_a_helpful_index(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "empty.db") as catalog:
+        summary = build_site(catalog, tmp_path / "site")
+    assert summary.faces == 0 and summary.pages == 1
+    assert "No faces in the catalog yet" in (tmp_path / "site/index.html").read_text()
