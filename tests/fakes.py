@@ -207,7 +207,7 @@ def ensure_images_module() -> None:
     import types
     from dataclasses import dataclass as _dataclass
 
-    if importlib.util.find_spec("facecluster.images") is not None:
+    if "facecluster.images" in sys.modules or importlib.util.find_spec("facecluster.images") is not None:
         return
     from facecluster.errors import ImageError
 

@@ -394,7 +394,8 @@ def _finish(catalog: Catalog, model_id: str, report: ClusterReport, faces: _Face
 
 def _update_sizes(conn: Any) -> None:
     conn.execute(
-        "UPDATE clusters SET size = (SELECT count(*) FROM faces WHERE faces.cluster_id = clusters.id AND faces.ignored = 0)"
+        "UPDATE clusters SET size = (SELECT count(*) FROM faces WHERE faces.cluster_id = clusters.id AND faces.ignored = 0) "
+        "WHERE ignored = 0"
     )
     # A cluster emptied by moves, ignores or re-clustering disappears (unless it carries a name or an ignore).
     conn.execute("DELETE FROM clusters WHERE size = 0 AND ignored = 0 AND person_id IS NULL")
