@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import time
 
@@ -47,9 +48,10 @@ def build(backend: str, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index.hnsw.efConstruction = 40
         index.hnsw.efSearch = max(32, 2 * (k + 1))
         return _faiss_knn(X, k, index)
-    if backend.startswith("ivf"):
-        nlist = int(4 * np.sqrt(len(X)))
-        nprobe = int(backend[3:] or 8)
+    if backend.startswith("ivf"):  # ivf{nprobe}[s{c}]: nlist = c * sqrt(n) (c = 4 unless given)
+        probe, _, c = backend[3:].partition("s")
+        nlist = int(float(c or 4) * np.sqrt(len(X)))
+        nprobe = int(probe or 8)
         quantizer = faiss.IndexFlatL2(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist)
         index.train(X[np.random.default_rng(0).choice(len(X), min(len(X), 40 * nlist), replace=False)])
@@ -58,11 +60,17 @@ def build(backend: str, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     raise SystemExit(f"unknown backend {backend}")
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_one(backend: str, n: int, dim: int, k: int, queries: int, do_cluster: bool, out: mp.Queue) -> None:
     X, truth = synthetic(n, dim)
-    start = time.perf_counter()
+    load = os.getloadavg()[0]
+    start, cpu0 = time.perf_counter(), _cpu()
     idx, d2 = build(backend, X, k)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
     rng = np.random.default_rng(1)
     q = rng.choice(n, size=min(queries, n), replace=False)
     exact_idx, _ = exact_knn(X[q], k + 1, Y=X)
@@ -75,6 +83,8 @@ def run_one(backend: str, n: int, dim: int, k: int, queries: int, do_cluster: bo
         "dim": dim,
         "k": k,
         "knn_seconds": round(seconds, 2),
+        "knn_cpu_seconds": round(cpu, 2),
+        "load_average_1min_at_start": round(load, 2),
         "recall_at_k": round(hits / (len(q) * k), 4),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -84,9 +94,10 @@ def run_one(backend: str, n: int, dim: int, k: int, queries: int, do_cluster: bo
         ok = idx.ravel() >= 0
         u, v = np.minimum(rows[ok], idx.ravel()[ok]), np.maximum(rows[ok], idx.ravel()[ok])
         key, first = np.unique(u * n + v, return_index=True)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), _cpu()
         roots = average_linkage_graph(n, key // n, key % n, d2.ravel()[ok][first], ClusterConfig().threshold)
         result["merge_seconds"] = round(time.perf_counter() - start, 2)
+        result["merge_cpu_seconds"] = round(_cpu() - cpu0, 2)
         result["pairwise_f"] = round(cluster_metrics(truth, roots).pairwise_f, 4)
     out.put(result)
 
@@ -96,7 +107,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--k", type=int, default=15)
-    parser.add_argument("--backends", default="numpy,faiss-flat,hnsw16,hnsw8,ivf8,ivf16")
+    parser.add_argument("--backends", default="numpy,faiss-flat,hnsw16,hnsw8,ivf8s1,ivf8")
     parser.add_argument("--recall-queries", type=int, default=1000)
     parser.add_argument("--cluster", action="store_true", help="also cluster on each graph (pairwise F)")
     args = parser.parse_args()

@@ -9,7 +9,8 @@ different people are not all orthogonal; each face is its centre plus a random o
 The JSON reports the resulting same/different squared distances (percentiles of sampled pairs), so the
 difficulty is visible: by default same-identity pairs ~0.3-1.0, different ones ~1.4-2.0.
 
-``seconds`` is the clustering call alone (kNN graph included, data generation excluded);
+``seconds`` is the clustering call alone (kNN graph included, data generation excluded), wall time;
+``cpu_seconds`` its user + system CPU time over all threads (the machine is shared: compare both);
 ``peak_memory_mb`` is the process's ru_maxrss (peak resident set, data included); ``data_mb`` is the
 embedding matrix itself and ``rss_before_mb`` the resident set just before clustering.
 """
@@ -116,6 +117,12 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def _cpu_seconds() -> float:
+    # user + system time of this process, all threads: less sensitive than wall time to other jobs.
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100000)
@@ -150,8 +157,11 @@ def main(argv: list[str] | None = None) -> None:
         stages[stage] = round(time.perf_counter() - start, 2)  # when the stage last reported
 
     rss_before = _rss_mb()
+    cpu0 = _cpu_seconds()
+    load = os.getloadavg()[0]
     labels = cluster_embeddings(X, config, progress=progress)
     seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu0
     peak = _rss_mb()
     m = cluster_metrics(truth, labels)
     result = {
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         "k": args.k,
         "quantized": args.quantize,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
+        "load_average_1min_at_start": round(load, 2),
         "stage_end_seconds": stages,
         "peak_memory_mb": round(peak, 1),
         "peak_memory_source": "ru_maxrss (whole process, embeddings included)",

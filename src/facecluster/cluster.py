@@ -133,33 +133,46 @@ def average_linkage_graph(
     array([0, 0, 2])
     """
     roots = _must_link_roots(must_link, n)
-    person = np.full(n, -1, dtype=np.int64)
+    person_of_face = np.full(n, -1, dtype=np.int64)
     if must_link is not None:
-        person[roots] = np.maximum(person[roots], must_link)  # the root carries its person id
+        person_of_face[roots] = np.maximum(person_of_face[roots], must_link)  # the root carries the id
     eu, ev, es, ec = _aggregate(
         roots[u], roots[v], np.asarray(d2, dtype=np.float64), np.ones(len(u), dtype=np.float64), n
     )
     if conflicts is not None and len(conflicts[0]):
         cu, cv = _canonical(roots[conflicts[0]], roots[conflicts[1]])
         keep = cu != cv  # a must-link beats a conflict the user created themselves
-        conflict_keys = np.unique(cu[keep] * n + cv[keep])
+        cu, cv = cu[keep], cv[keep]
     else:
-        conflict_keys = np.empty(0, dtype=np.int64)
-    labels = roots.copy()
+        cu = cv = np.empty(0, dtype=np.int64)
+    conflict_keys = np.unique(cu * n + cv)
+    merges_a: list[np.ndarray] = []
+    merges_b: list[np.ndarray] = []
     total = len(eu)
+    # Clusters are named by their first face; scratch arrays over face ids are reset after each use,
+    # so a round costs time in its number of edges, not in n (late rounds have few edges left).
+    flag = np.zeros(n, dtype=bool)
+    best_w = np.full(n, np.inf)
+    best_to = np.full(n, n, dtype=np.int64)
+    parent = np.arange(n, dtype=np.int64)
+    person = person_of_face
     while len(eu):
         avg = es / ec
         eligible = avg <= threshold
         pu, pv = person[eu], person[ev]
         eligible &= ~((pu >= 0) & (pv >= 0) & (pu != pv))
         if len(conflict_keys):
-            eligible &= ~np.isin(eu * n + ev, conflict_keys)
+            keys = eu * n + ev
+            pos = np.searchsorted(conflict_keys, keys).clip(0, len(conflict_keys) - 1)
+            eligible &= conflict_keys[pos] != keys
         # A cluster with no mergeable edge never merges again (merging only averages edges that are
         # all above the threshold or forbidden), and its edges enter no other average: drop them.
-        active = np.zeros(n, dtype=bool)
-        active[eu[eligible]] = True
-        active[ev[eligible]] = True
-        keep = active[eu] & active[ev]
+        mu, mv = eu[eligible], ev[eligible]
+        flag[mu] = True
+        flag[mv] = True
+        keep = flag[eu] & flag[ev]
+        flag[mu] = False
+        flag[mv] = False
         eu, ev, es, ec, avg, eligible = eu[keep], ev[keep], es[keep], ec[keep], avg[keep], eligible[keep]
         if not eligible.any():
             break
@@ -167,27 +180,33 @@ def average_linkage_graph(
         src = np.concatenate([eu[eligible], ev[eligible]])
         dst = np.concatenate([ev[eligible], eu[eligible]])
         w = np.concatenate([avg[eligible], avg[eligible]])
-        order = np.lexsort((dst, w, src))
-        src, dst = src[order], dst[order]
-        first = np.ones(len(src), dtype=bool)
-        first[1:] = src[1:] != src[:-1]
-        nearest = np.full(n, -1, dtype=np.int64)
-        nearest[src[first]] = dst[first]
-        a = src[first]
-        b = dst[first]
-        mutual = (nearest[b] == a) & (a < b)
-        a, b = a[mutual], b[mutual]
-        parent = np.arange(n, dtype=np.int64)
-        parent[b] = a
+        np.minimum.at(best_w, src, w)
+        closest = w == best_w[src]
+        np.minimum.at(best_to, src[closest], dst[closest])
+        a, b = src[closest], dst[closest]
+        pick = (best_to[a] == b) & (best_to[b] == a) & (a < b)
+        a, b = a[pick], b[pick]
+        best_w[src] = np.inf
+        best_to[src] = n
+        merges_a.append(a)
+        merges_b.append(b)
         person[a] = np.maximum(person[a], person[b])
-        labels = parent[labels]
+        parent[b] = a
         eu, ev, es, ec = _aggregate(parent[eu], parent[ev], es, ec, n)
         if len(conflict_keys):
             cu, cv = _canonical(parent[conflict_keys // n], parent[conflict_keys % n])
             conflict_keys = np.unique(cu * n + cv)
+        parent[b] = b
         progress("cluster", total - len(eu), total)
     progress("cluster", total, total)
-    return labels
+    # Faces of one cluster: connected through must-links and the merges made.
+    pa = np.concatenate([np.arange(n, dtype=np.int64), *merges_a])
+    pb = np.concatenate([roots, *merges_b])
+    graph = coo_matrix((np.ones(len(pa)), (pa, pb)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    first_face = np.full(comp.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first_face, comp, np.arange(n, dtype=np.int64))
+    return first_face[comp]
 
 
 def _finish(roots: np.ndarray, min_size: int, keep_roots: np.ndarray | None = None) -> np.ndarray:

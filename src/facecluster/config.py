@@ -45,9 +45,19 @@ class ClusterConfig:
     min_face_px: int = 20
     k: int = 15  # neighbours per face in the kNN graph (large libraries)
     exact_max_n: int = 5000  # up to this many faces: exact average linkage (all pairs within reach)
-    ann_min_n: int = 20000  # from this many faces on, the kNN graph is approximate (faiss HNSW)
+    ann_min_n: int = 20000  # from this many faces on, the kNN graph is approximate (faiss IVF)
     hdbscan_min_samples: int = 5  # HDBSCAN density (neighbours, excluding the point itself)
     assign_k: int = 10  # incremental: known neighbours that vote for a new face
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How `detect`/`embed`/`cluster` walk a library: batching, prefetch, stored crops (engineer C)."""
+
+    batch_size: int = 16  # photos per detection batch and per catalog transaction
+    prefetch_workers: int = 2  # threads hashing and decoding the next photos while the models run
+    crop_format: str = "jpeg"  # stored aligned crops: "jpeg" or "png" (docs/clustering.md: effect measured)
+    jpeg_quality: int = 95
 
 
 @dataclass(frozen=True)
@@ -62,16 +72,6 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    """How `detect`/`embed`/`cluster` walk a library: batching, prefetch, stored crops (engineer C)."""
-
-    batch_size: int = 16  # photos per detection batch and per catalog transaction
-    prefetch_workers: int = 2  # threads hashing and decoding the next photos while the models run
-    crop_format: str = "jpeg"  # stored aligned crops: "jpeg" or "png" (docs/clustering.md: effect measured)
-    jpeg_quality: int = 95
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     """Triplet training defaults (FaceNet: margin 0.2, AdaGrad lr 0.05, 128-d)."""
 
@@ -80,6 +80,15 @@ class TrainConfig:
     epochs: int = 1
     identities_per_batch: int = 8  # P
     faces_per_identity: int = 4  # K
-    optimizer: str = "adagrad"
+    optimizer: str = "adagrad"  # adagrad | adam | adamw
     lr: float = 0.05
+    weight_decay: float = 0.0
     seed: int = 0
+    miner: str = "semi-hard"  # semi-hard | batch-hard | batch-all
+    freeze_backbone: bool = False  # only the new embedding layer trains (features cached per crop)
+    head_init: str = "pca"  # pca: start as the projection of the pretrained 512-d embedding | random
+    dropout: float = 0.2  # before the embedding layer (facenet trained with keep_probability 0.8)
+    augment_shift: int = 8  # random crops: shift by up to this many pixels (full fine-tuning only)
+    val_flip: bool = True  # validate with flip-averaged embeddings, as `embed` does by default
+    amp: bool = False  # bf16 autocast (CUDA only)
+    compile: bool = False  # torch.compile the network (CUDA only)

@@ -1,7 +1,7 @@
 """k-nearest-neighbour graphs of embeddings in squared L2, without ever holding an n x n matrix.
 
 Small libraries get the exact graph from blocked matrix products; large ones an approximate graph from
-faiss's HNSW index (chosen by measurement, see ``docs/scaling.md``)::
+faiss (an inverted-file index, chosen by measurement, see ``docs/scaling.md``)::
 
     idx, d2 = knn_graph(X, k=15)          # (n, 15) neighbour indices and squared distances, self excluded
     u, v, d2 = radius_pairs(X, 1.0)       # every pair i < j with ||x_i - x_j||^2 <= 1.0
@@ -117,19 +117,22 @@ def approximate_knn(
     X: np.ndarray,
     k: int,
     *,
-    m: int = 16,
-    ef_construction: int = 40,
-    ef_search: int | None = None,
+    method: str = "ivf",
+    nprobe: int = 8,
+    lists_per_sqrt_n: float = 1.0,
+    hnsw_m: int = 16,
     progress: ProgressFn = null_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate kNN graph with faiss's HNSW index (self excluded), same output as :func:`exact_knn`.
+    """Approximate kNN graph with faiss (self excluded), same output as :func:`exact_knn`.
 
-    ``m`` links per node and ``ef_construction`` set build quality; ``ef_search`` (default ``2 k``,
-    at least 32) sets recall. Missing neighbours (rare) are filled with ``-1`` / ``inf``.
+    ``method="ivf"`` (default, chosen by measurement in ``docs/scaling.md``): k-means cells,
+    ``lists_per_sqrt_n * sqrt(n)`` of them, each face searched in its ``nprobe`` nearest cells; faces
+    of one person share cells, which suits clustering. ``method="hnsw"``: a graph index with
+    ``hnsw_m`` links per node. Missing neighbours (rare) are filled with ``-1`` / ``inf``.
 
-    >>> X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    >>> X = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)
     >>> approximate_knn(X, 5)[0].shape
-    (200, 5)
+    (500, 5)
     """
     try:
         import faiss  # imported here: only large libraries need it
@@ -140,9 +143,21 @@ def approximate_knn(
     kk = max(0, min(k, n - 1))
     if kk == 0:
         return np.empty((n, 0), dtype=np.int64), np.empty((n, 0), dtype=np.float32)
-    index = faiss.IndexHNSWFlat(d, m)
-    index.hnsw.efConstruction = ef_construction
-    index.hnsw.efSearch = max(32, 2 * (kk + 1)) if ef_search is None else ef_search
+    if method == "ivf":
+        nlist = max(1, min(n // 40, int(lists_per_sqrt_n * np.sqrt(n))))
+        quantizer = faiss.IndexFlatL2(d)  # kept in a variable: the index does not own it
+        index = faiss.IndexIVFFlat(quantizer, d, nlist)
+        # 50 training faces per cell (faiss's own minimum is 39), drawn reproducibly.
+        sample = np.random.default_rng(0).choice(n, size=min(n, 50 * nlist), replace=False)
+        progress("index", 0, n)
+        index.train(X[np.sort(sample)])
+        index.nprobe = min(nprobe, nlist)
+    elif method == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m)
+        index.hnsw.efConstruction = 40
+        index.hnsw.efSearch = max(32, 2 * (kk + 1))
+    else:
+        raise DataError(f"unknown approximate kNN method {method!r}: use ivf or hnsw")
     step = max(10000, n // 20)
     for start in range(0, n, step):
         index.add(X[start : start + step])
@@ -171,7 +186,7 @@ def knn_graph(
     ann_min_n: int = 20000,
     progress: ProgressFn = null_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """kNN graph of ``X``: exact below ``ann_min_n`` rows, faiss HNSW from there on (or as forced).
+    """kNN graph of ``X``: exact below ``ann_min_n`` rows, approximate (faiss) from there on, or as forced.
 
     >>> idx, d2 = knn_graph(np.eye(4, dtype=np.float32), 2)
     >>> idx.shape
