@@ -92,13 +92,15 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 
     import torch
 
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file {path} is empty: delete it and download it again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
+            IndexError, KeyError, AttributeError, TypeError) as exc:  # what torch.load raises on junk bytes
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"weights file {path} is corrupt or not a PyTorch state dict ({reason}): "
                            "delete it and download it again") from exc
@@ -116,7 +118,7 @@ def check_embedding_state_dict(state: dict[str, Any], source: str | Path) -> Non
     if state.get("format") == "facecluster-model":
         raise WeightsError(f"{source} is a trained facecluster model: pass it with --model, not --weights")
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in InceptionResnetV1().state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in InceptionResnetV1(device="meta").state_dict().items()}
     body = {k: v for k, v in state.items() if not k.startswith("logits.")}
     missing = sorted(set(expected) - set(body))
     unexpected = sorted(set(body) - set(expected))

@@ -1,0 +1,125 @@
+"""FaceNetEmbedder and load_embedder: shapes, unit rows, batching, flip symmetry, model ids, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facecluster.config import EmbedConfig
+from facecluster.embed import FaceNetEmbedder, check_device, load_embedder, model_id_for, standardise
+from facecluster.errors import ImageError, ModelError, WeightsError
+from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+
+SMALL = EmbedConfig(crop_size=96, batch_size=2, flip=False)  # small crops keep the CPU tests fast
+
+
+@pytest.fixture(scope="module")
+def network() -> InceptionResnetV1:
+    torch.manual_seed(0)
+    return InceptionResnetV1().eval()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory, network: InceptionResnetV1) -> Path:
+    path = tmp_path_factory.mktemp("w") / "my-casia-webface.pt"
+    torch.save(network.state_dict(), path)
+    return path
+
+
+def crops(n: int, size: int = 96, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_standardisation_is_fixed() -> None:
+    x = standardise(np.array([[[[0, 127, 255]]]], np.uint8))
+    assert x.shape == (1, 3, 1, 1)
+    assert np.allclose(x.ravel(), [-127.5 / 128, -0.5 / 128, 127.5 / 128])
+
+
+def test_embed_gives_unit_float32_rows_and_handles_empty(network: InceptionResnetV1) -> None:
+    embedder = FaceNetEmbedder(network, "random:00000000", SMALL)
+    out = embedder.embed(crops(3))
+    assert out.shape == (3, 512) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+    assert embedder.embed(np.zeros((0, 96, 96, 3), np.uint8)).shape == (0, 512)
+
+
+def test_batching_does_not_change_vectors(network: InceptionResnetV1) -> None:
+    x = crops(3, seed=1)
+    one = FaceNetEmbedder(network, "r", EmbedConfig(crop_size=96, batch_size=1, flip=False)).embed(x)
+    all_at_once = FaceNetEmbedder(network, "r", EmbedConfig(crop_size=96, batch_size=8, flip=False)).embed(x)
+    assert np.abs(one - all_at_once).max() < 1e-4
+
+
+def test_flip_averaging_makes_a_crop_and_its_mirror_equal(network: InceptionResnetV1) -> None:
+    x = crops(1, seed=2)
+    mirrored = x[:, :, ::-1].copy()
+    flip = FaceNetEmbedder(network, "r", EmbedConfig(crop_size=96, flip=True))
+    assert np.abs(flip.embed(x) - flip.embed(mirrored)).max() < 1e-6
+    plain = FaceNetEmbedder(network, "r", SMALL)
+    assert np.abs(plain.embed(x) - plain.embed(mirrored)).max() > 1e-4
+
+
+def test_other_crop_sizes_are_resized(network: InceptionResnetV1) -> None:
+    embedder = FaceNetEmbedder(network, "r", SMALL)
+    assert embedder.embed(crops(1, size=120)).shape == (1, 512)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 96, 96), np.uint8), np.zeros((1, 96, 96, 3), np.float32),
+                                 np.zeros((1, 96, 96, 4), np.uint8)])
+def test_bad_crops_raise_image_error(network: InceptionResnetV1, bad: np.ndarray) -> None:
+    with pytest.raises(ImageError):
+        FaceNetEmbedder(network, "r", SMALL).embed(bad)
+
+
+def test_model_id_names_weights_and_preprocessing() -> None:
+    assert model_id_for("casia-webface:415ef259", EmbedConfig(flip=True)) == "casia-webface:415ef259+flip"
+    assert model_id_for("casia-webface:415ef259", EmbedConfig(flip=False)) == "casia-webface:415ef259"
+    assert model_id_for("x:1", EmbedConfig(flip=False, margin=14, align=True)) == "x:1+crop160m14+align"
+
+
+def test_load_embedder_from_weights_file(weights_file: Path, network: InceptionResnetV1) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    embedder = load_embedder(weights=weights_file, config=SMALL)
+    # name from the file name, digest prefix, then the non-default crop
+    assert embedder.model_id == f"casia-webface:{digest[:8]}+crop96m32"
+    assert embedder.dim == 512
+    x = crops(2, seed=3)
+    assert np.abs(embedder.embed(x) - FaceNetEmbedder(network, "r", SMALL).embed(x)).max() < 1e-5
+
+
+def test_load_embedder_from_a_trained_model_file(tmp_path: Path) -> None:
+    from facecluster.models.model_file import save_model_file
+
+    torch.manual_seed(5)
+    small = InceptionResnetV1(embedding_dim=128)
+    sha = save_model_file(tmp_path / "me.pt", small, base="casia-webface:415ef259", meta={"epochs": 1})
+    embedder = load_embedder(model_path=tmp_path / "me.pt", config=SMALL)
+    assert embedder.model_id == f"trained:{sha[:8]}+crop96m32"
+    assert embedder.embed(crops(1)).shape == (1, 128)
+
+
+def test_load_embedder_errors_are_one_line(tmp_path: Path, weights_file: Path) -> None:
+    with pytest.raises(WeightsError, match="20180402-114759-vggface2.pt"):
+        load_embedder()  # default vggface2: not cached, offline in tests
+    with pytest.raises(ModelError, match="not both"):
+        load_embedder(weights=weights_file, model_path=weights_file)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"last_linear.weight": torch.zeros(512, 1792)}, wrong)
+    with pytest.raises(ModelError, match="does not fit"):
+        load_embedder(weights=wrong)
+    with pytest.raises(ModelError, match="not a facecluster model file"):
+        load_embedder(model_path=weights_file)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_a_model_error(weights_file: Path) -> None:
+    with pytest.raises(ModelError, match="no CUDA GPU"):
+        load_embedder(weights=weights_file, device="cuda")
+    with pytest.raises(ModelError, match="unknown device"):
+        check_device("tpu:0:1")
