@@ -296,6 +296,7 @@ def test_rerun_reuses_thumbnails_and_pages_paginate(library: Library, tmp_path: 
         before = thumb.stat().st_mtime_ns
         again = build_site(catalog, out, config=config)
     assert again.thumbs_made == 0 and again.thumbs_reused == 15
+    assert again.pages_unchanged == again.pages  # nothing changed: no page rewritten
     assert thumb.stat().st_mtime_ns == before
     cid = library.clusters["C"]
     assert (out / f"groups/cluster-{cid}-p2.html").exists()  # 4 faces, 2 a page

@@ -134,6 +134,7 @@ class SiteSummary:
     faces: int = 0
     photos: int = 0
     pages: int = 0
+    pages_unchanged: int = 0  # already on disk with the same content: not rewritten
     thumbs_made: int = 0
     thumbs_reused: int = 0
     thumbs_failed: int = 0
@@ -678,10 +679,16 @@ def build_site(
 
     def write(rel: str, text: str) -> None:
         target = out / rel
-        private_dir(target.parent)
-        write_private_text(target, text)
+        data = text.encode("utf-8")
         written.add(rel)
         summary.pages += 1
+        # Re-runs rewrite only the pages that changed: reading a small file is cheaper than an atomic write.
+        if not target.is_symlink() and target.is_file() and target.stat().st_size == len(data):
+            if target.read_bytes() == data:
+                summary.pages_unchanged += 1
+                return
+        private_dir(target.parent)
+        write_private_bytes(target, data)
 
     write_private_text(out / "style.css", STYLE)
     index_pages = render_index(groups, failed, config, catalog.path.name if catalog.path else ":memory:")
