@@ -111,6 +111,87 @@ def distance_profile(X: np.ndarray, truth: np.ndarray, *, pairs: int = 20000, se
     }
 
 
+def from_catalog(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real embeddings: ``(X, truth = folder name index, photo id)``, one face per photo.
+
+    The face whose box centre is nearest the image centre (LFW photos show their subject there); the
+    model with the most vectors in the catalog.
+    """
+    import os.path
+
+    from facecluster.catalog import Catalog
+
+    with Catalog.open(path) as catalog:
+        db = catalog.db
+        model = db.execute("SELECT model_id FROM embeddings GROUP BY model_id ORDER BY count(*) DESC").fetchone()[0]
+        face_ids, X = catalog.load_embeddings(model)
+        rows = db.execute(
+            "SELECT f.id, p.id, p.path, p.width, p.height, f.x1, f.y1, f.x2, f.y2 FROM faces f JOIN photos p ON p.id = f.photo_id"
+        ).fetchall()
+    row_of = {int(fid): i for i, fid in enumerate(face_ids)}
+    best: dict[int, tuple[float, int, str]] = {}
+    for fid, pid, ppath, w, h, x1, y1, x2, y2 in rows:
+        if fid not in row_of:
+            continue
+        dist = ((x1 + x2 - (w or 0)) / 2) ** 2 + ((y1 + y2 - (h or 0)) / 2) ** 2
+        if pid not in best or dist < best[pid][0]:
+            best[pid] = (dist, row_of[fid], os.path.basename(os.path.dirname(ppath)))
+    pids = sorted(best)
+    rows_kept = np.array([best[p][1] for p in pids], dtype=np.int64)
+    names = np.array([best[p][2] for p in pids])
+    truth = np.unique(names, return_inverse=True)[1].astype(np.int64)
+    return X[rows_kept], truth, np.array(pids, dtype=np.int64)
+
+
+def verification(X: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Best accuracy over thresholds on all same pairs and as many random different pairs."""
+    order = np.argsort(truth, kind="stable")
+    same = [(a, b) for i, a in enumerate(order) for b in order[i + 1 :] if truth[b] == truth[a]]
+    same = np.array([p for p in same], dtype=np.int64).reshape(-1, 2)
+    rng = np.random.default_rng(2)
+    i, j = rng.integers(0, len(X), size=(2, 4 * max(1, len(same))))
+    diff = np.stack([i, j], 1)[truth[i] != truth[j]][: len(same)]
+    d_same = ((X[same[:, 0]] - X[same[:, 1]]) ** 2).sum(1)
+    d_diff = ((X[diff[:, 0]] - X[diff[:, 1]]) ** 2).sum(1)
+    best = (0.0, 0.0)
+    for t in np.arange(0.5, 2.0, 0.005):
+        acc = ((d_same <= t).sum() + (d_diff > t).sum()) / (len(d_same) + len(d_diff))
+        best = max(best, (float(acc), float(t)))
+    return {"accuracy": round(best[0], 4), "threshold": round(best[1], 3), "pairs": int(len(d_same) + len(d_diff))}
+
+
+def incremental_check(X: np.ndarray, truth: np.ndarray, photos: np.ndarray, config: ClusterConfig, share: float) -> dict:
+    """Cluster all but ``share`` of the photos, then assign the rest with ``assign_to_known``.
+
+    A held-out face is "of a known person" when its identity's majority cluster exists among the
+    clustered faces; it is correct when assigned to that cluster.
+    """
+    from facecluster.cluster import assign_to_known
+
+    rng = np.random.default_rng(3)
+    new = rng.random(len(X)) < share
+    old_labels = cluster_embeddings(X[~new], config, groups=photos[~new])
+    majority: dict[int, int] = {}  # identity -> cluster most of its clustered faces are in
+    for ident in np.unique(truth[~new]):
+        lab = old_labels[truth[~new] == ident]
+        lab = lab[lab >= 0]
+        if len(lab):
+            majority[int(ident)] = int(np.bincount(lab).argmax())
+    got = assign_to_known(X[new], X[~new], old_labels, threshold=config.threshold, k=config.assign_k,
+                          groups_new=photos[new], groups_known=photos[~new])
+    known = np.array([int(t) in majority for t in truth[new]])
+    want = np.array([majority.get(int(t), -2) for t in truth[new]])
+    return {
+        "new_faces": int(new.sum()),
+        "new_faces_of_known_people": int(known.sum()),
+        "assigned_correctly": round(float((got[known] == want[known]).mean()), 4) if known.any() else None,
+        "assigned_wrongly": round(float(((got[known] >= 0) & (got[known] != want[known])).mean()), 4) if known.any() else None,
+        "left_unassigned": round(float((got[known] < 0).mean()), 4) if known.any() else None,
+        "unknown_people_assigned": int((got[~known] >= 0).sum()),
+        "unknown_people_faces": int((~known).sum()),
+    }
+
+
 def _rss_mb() -> float:
     # ru_maxrss is in KiB on Linux, bytes on macOS.
     scale = 1 / 1024 if sys.platform != "darwin" else 1 / 1024 / 1024
@@ -133,16 +214,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-cluster-size", type=int, default=1, help="1: score every face (default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quantize", action="store_true", help="cluster 8-bit quantised embeddings")
+    parser.add_argument("--from-catalog", metavar="DB", help="real embeddings of a catalog (truth: folder names)")
+    parser.add_argument("--incremental", type=float, metavar="SHARE", help="with --from-catalog: hold out SHARE")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
-    X, truth = synthetic(args.n, args.dim, seed=args.seed)
+    extra: dict = {}
+    if args.from_catalog:
+        X, truth, photos = from_catalog(args.from_catalog)
+        args.n, args.dim = X.shape
+        extra["source"] = args.from_catalog
+        extra["verification_float32"] = verification(X, truth)
+    else:
+        X, truth = synthetic(args.n, args.dim, seed=args.seed)
+        photos = None
     gen_seconds = time.perf_counter() - t0
     profile = distance_profile(X, truth)
     if args.quantize:
         from facecluster.quantize import dequantize, quantize
 
         X = dequantize(*quantize(X))
+        if args.from_catalog:
+            extra["verification_uint8"] = verification(X, truth)
     config = replace(
         ClusterConfig(),
         method=args.method,
@@ -164,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     cpu = _cpu_seconds() - cpu0
     peak = _rss_mb()
     m = cluster_metrics(truth, labels)
+    if args.incremental:
+        extra["incremental"] = incremental_check(X, truth, photos, config, args.incremental)
     result = {
         "n": args.n,
         "dim": args.dim,
@@ -188,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         "n_identities": m.n_identities,
         "n_clusters": m.n_clusters,
         **profile,
+        **extra,
         "generate_seconds": round(gen_seconds, 2),
         "threads": {"omp": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count()},
         "python": platform.python_version(),

@@ -119,7 +119,7 @@ def approximate_knn(
     *,
     method: str = "ivf",
     nprobe: int = 8,
-    lists_per_sqrt_n: float = 1.0,
+    lists_per_sqrt_n: float = 2.0,
     hnsw_m: int = 16,
     progress: ProgressFn = null_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
