@@ -12,14 +12,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """Face detection (MTCNN) and alignment defaults."""
+    """Face detection (MTCNN) and alignment defaults (MTCNN's and facenet-pytorch's; docs/detection.md)."""
 
-    min_face_size: int = 20
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    factor: float = 0.709
+    min_face_size: int = 20  # pixels: the smallest face the image pyramid looks for
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # face probability to pass PNet, RNet, ONet
+    factor: float = 0.709  # scale step between pyramid levels (area halves every two levels)
+    nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)  # per scale, PNet, RNet, ONet (min)
     crop_size: int = 160
     margin: int = 14  # pixels around the box, in the original image, before resizing to crop_size
     max_side: int = 1600  # photos are decoded/downscaled so their longer side is at most this
+    max_pixels: int = 178_956_970  # decompression-bomb guard: larger images are refused (Pillow's own limit × 2)
 
 
 @dataclass(frozen=True)
