@@ -155,3 +155,10 @@ def test_vacuum_option_shrinks_and_still_leaves_no_trace(library: Library) -> No
     assert summary.vacuumed
     raw = _file_bytes(library.db)
     assert NAME.encode() not in raw and not [s for s in secrets if s in raw]
+
+
+def test_wrong_site_folder_is_refused_before_anything_is_deleted(library: Library, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "forget", NAME, "--yes", "--site", str(tmp_path)])
+    assert result.exit_code == 1 and "is not a facecluster site" in result.output
+    with Catalog.open(library.db) as catalog:
+        assert catalog.db.execute("SELECT count(*) FROM people WHERE name = ?", [NAME]).fetchone()[0] == 1

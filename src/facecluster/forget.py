@@ -151,15 +151,19 @@ def name_traces(conn: sqlite3.Connection, name: str) -> list[str]:
     return hits
 
 
+def _check_site(site: Path) -> None:
+    from facecluster.site import MARKER
+
+    if not (site / MARKER).exists():
+        raise DataError(f"{site} is not a facecluster site (no {MARKER}); give the folder `facecluster show` wrote")
+
+
 def remove_site_files(site: Path, person_id: int, face_ids: list[int]) -> int:
     """Delete a person's sheet pages and face thumbnails from a ``facecluster show`` site; return how many.
 
         remove_site_files(Path("site"), 3, [17, 18])
     """
-    from facecluster.site import MARKER
-
-    if not (site / MARKER).exists():
-        raise DataError(f"{site} is not a facecluster site (no {MARKER}); give the folder `facecluster show` wrote")
+    _check_site(site)
     removed = 0
     patterns = [f"groups/person-{person_id}.html", f"groups/person-{person_id}-p*.html"]
     patterns += [f"thumbs/{face_id // 1000}/{face_id}-*.jpg" for face_id in face_ids]
@@ -186,6 +190,8 @@ def forget_person(
         forget_person(catalog, "Ada Lovelace", site=Path("site"))
     """
     conn = catalog.db.conn
+    if site is not None:
+        _check_site(Path(site).expanduser())  # before deleting anything: a wrong --site must not half-finish
     summary = plan_forget(catalog, name)
     ids = summary.face_ids
     # Per connection; freed pages and cells are zeroed instead of being left in the file's free list.
