@@ -1,0 +1,125 @@
+"""Trained model files: one ``torch.save``d dict that loads with ``weights_only=True``.
+
+Format (version 1)::
+
+    {"format": "facecluster-model", "version": 1, "dim": 128, "base": "casia-webface:415ef259",
+     "state_dict": {...InceptionResnetV1 tensors...}, "meta": {...JSON-like training facts...}}
+
+    sha = save_model_file("me.pt", model, base="casia-webface:415ef259", meta={"epochs": 3})
+    model, meta = load_model_file("me.pt", device="cpu")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facecluster.errors import ModelError
+from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+
+FORMAT = "facecluster-model"
+VERSION = 1
+
+
+def _plain(value: Any, where: str) -> Any:
+    # weights_only=True refuses arbitrary objects: keep meta to JSON-like values (+ tensors).
+    # Exact builtin types: str subclasses (torch.__version__) and numpy scalars would pickle as globals.
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    for kind, abstract in ((bool, bool), (int, numbers.Integral), (float, numbers.Real), (str, str)):
+        if isinstance(value, (kind, abstract)):
+            return kind(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v, where) for k, v in value.items()}
+    raise ModelError(f"{where}: value of type {type(value).__name__} cannot be stored in a model file")
+
+
+def file_sha256(path: Path | str) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model_file(path: Path | str, model: InceptionResnetV1, *, base: str, meta: dict[str, Any]) -> str:
+    """Write ``model`` (its full state dict, on CPU) with ``base`` and ``meta``; return the file's sha256.
+
+    The file is written to a temporary name and renamed, so a crash never leaves half a model.
+
+    Example: ``save_model_file("me.pt", model, base="casia-webface:415ef259", meta={"epochs": 3})``.
+    """
+    path = Path(path)
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dim": int(model.last_linear.weight.shape[0]),
+        "base": str(base),
+        "state_dict": state,
+        "meta": _plain(meta, "meta"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return file_sha256(path)
+
+
+def read_model_file(path: Path | str) -> dict[str, Any]:
+    """Load and check a model file's dict (tensors on CPU); one-line ``ModelError`` when it is not one.
+
+    Example: ``read_model_file("me.pt")["dim"]`` -> 128.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} not found: give the --out file written by `facecluster train`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not a readable model file ({first})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelError(
+            f"{path} is not a facecluster model file (pretrained weights go to --weights, trained models to --model)"
+        )
+    if payload.get("version") != VERSION:
+        raise ModelError(f"{path} has model file version {payload.get('version')!r}; this facecluster reads version {VERSION}")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} has no state_dict: the file is damaged, train again")
+    linear = state.get("last_linear.weight")
+    dim = payload.get("dim")
+    if not isinstance(linear, torch.Tensor) or linear.ndim != 2 or linear.shape[0] != dim:
+        raise ModelError(f"{path}: declared dim {dim} does not match its embedding layer; the file is damaged")
+    return payload
+
+
+def load_model_file(path: Path | str, device: str | torch.device = "cpu") -> tuple[InceptionResnetV1, dict[str, Any]]:
+    """Build the trained InceptionResnetV1 (eval mode, on ``device``) and return it with its meta.
+
+    ``meta`` also carries ``base``, ``dim`` and ``sha256`` (of the file) so callers can name the model.
+
+    Example: ``model, meta = load_model_file("me.pt", "cpu")`` then ``model(crops)`` -> (N, meta["dim"]).
+    """
+    payload = read_model_file(path)
+    model = InceptionResnetV1.from_state_dict(payload["state_dict"], device=device)
+    meta = dict(payload.get("meta") or {})
+    meta.update({"base": payload["base"], "dim": int(payload["dim"]), "sha256": file_sha256(path)})
+    return model, meta

@@ -1,0 +1,454 @@
+"""The training loop: P x K batches, online mining, triplet loss, checkpoints, validation, a run folder.
+
+The library entry point is :func:`train`; the CLI (``facecluster train``) only parses options::
+
+    data = load_folder_dataset(Path("faces/"), detector, crop_face)
+    result = train(data, TrainConfig(dim=128, freeze_backbone=True), base=base_weights("casia.pt"),
+                   out=Path("me.pt"), run_dir=Path("runs/me"))
+
+With a frozen backbone only the new embedding layer (``last_linear`` + ``last_bn``) learns, so the
+1792-d pooled backbone features of every crop and of its mirror image are computed once and cached;
+each step then costs a (batch x 1792) matrix product instead of a full InceptionResnetV1 pass. The flip
+augmentation is kept exactly (each sample draws the original or mirrored features); random crops are
+not used in that mode because they would need a backbone pass per step (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from facecluster import __version__
+from facecluster.config import TrainConfig
+from facecluster.errors import DataError, ModelError
+from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+from facecluster.models.model_file import save_model_file
+from facecluster.reporting import ProgressFn, null_progress
+from facecluster.training.data import FaceSet, ValidationSet
+from facecluster.training.losses import TripletLoss
+from facecluster.training.miners import make_miner
+from facecluster.training.sampler import PKSampler
+
+#: Keys of the embedding layer that ``--dim`` replaces; everything else is the backbone.
+HEAD_PREFIXES = ("last_linear.", "last_bn.", "logits.")
+FEATURE_DIM = 1792
+
+#: Called after every step with loss, active fraction, faces/s, epoch and step (for a live display).
+StepFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """Where training starts: a pretrained state dict (or none: from scratch) and its name."""
+
+    state_dict: Mapping[str, torch.Tensor] | None
+    name: str  # e.g. "casia-webface:415ef259" or "scratch"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also the ``--json`` summary)."""
+
+    out: str
+    sha256: str
+    run_dir: str
+    epochs: int
+    steps: int
+    dim: int
+    base: str
+    miner: str
+    identities: int
+    faces: int
+    skipped_identities: int
+    seconds: float
+    faces_per_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None  # the pretrained base model on the same validation pairs
+
+
+def check_device(device: str) -> torch.device:
+    """A torch device that exists here (``embed.check_device``: ``cuda`` without a GPU is a ``ModelError``)."""
+    from facecluster.embed import check_device as _check
+
+    return torch.device(_check(device))
+
+
+def standardise(crops: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 crops -> (N, 3, H, W) float, FaceNet's fixed standardisation ``(x - 127.5) / 128``."""
+    return (torch.as_tensor(crops).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+
+
+def build_model(dim: int, base: BaseModel, dropout: float, device: torch.device) -> InceptionResnetV1:
+    """InceptionResnetV1 with a new ``dim``-d embedding layer on the base's backbone.
+
+    A base state dict must hold every backbone tensor with the right shape; otherwise a one-line
+    ``ModelError`` names the first mismatch (e.g. a file for another network). Example::
+
+        model = build_model(128, BaseModel(load_state_dict(path), "casia"), 0.2, torch.device("cpu"))
+    """
+    model = InceptionResnetV1(embedding_dim=dim, dropout=dropout)
+    if base.state_dict is not None:
+        own = model.state_dict()
+        backbone = {k: v for k, v in base.state_dict.items() if not k.startswith(HEAD_PREFIXES)}
+        missing = [k for k in own if not k.startswith(HEAD_PREFIXES) and k not in backbone]
+        unexpected = [k for k in backbone if k not in own]
+        if missing or unexpected:
+            key = (missing or unexpected)[0]
+            raise ModelError(
+                f"weights {base.name} do not fit InceptionResnetV1: {len(missing)} backbone tensors missing, "
+                f"{len(unexpected)} unexpected (first: {key})"
+            )
+        for key, value in backbone.items():
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise ModelError(
+                    f"weights {base.name} do not fit InceptionResnetV1: {key} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(own[key].shape)}"
+                )
+        model.load_state_dict(backbone, strict=False)
+    return model.to(device)
+
+
+@torch.no_grad()
+def backbone_features(model: InceptionResnetV1, crops: torch.Tensor, device: torch.device, batch: int = 32,
+                      flip: bool = False, progress: ProgressFn = null_progress, stage: str = "features") -> torch.Tensor:
+    """Pooled 1792-d backbone features (the input of ``last_linear``) of uint8 (N, H, W, 3) crops.
+
+    Runs the network in eval mode and captures the input of ``last_linear`` with a hook, so the
+    backbone is the model's own code. ``flip`` mirrors the crops first. Example::
+
+        feats = backbone_features(model, crops, torch.device("cpu"))   # (N, 1792) float32 on CPU
+    """
+    captured: list[torch.Tensor] = []
+    handle = model.last_linear.register_forward_pre_hook(lambda _m, args: captured.append(args[0].float().cpu()))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(crops), batch):
+            x = standardise(crops[start : start + batch]).to(device)
+            if flip:
+                x = torch.flip(x, dims=[3])
+            model.features(x)
+            progress(stage, min(start + batch, len(crops)), len(crops))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not captured:
+        return torch.empty(0, FEATURE_DIM)
+    return torch.cat(captured)
+
+
+def head_embeddings(model: InceptionResnetV1, features: torch.Tensor) -> torch.Tensor:
+    """The model's embedding layer on pooled features: dropout -> last_linear -> last_bn -> L2 norm."""
+    return F.normalize(model.last_bn(model.last_linear(model.dropout(features))), p=2, dim=1)
+
+
+@torch.no_grad()
+def init_head_from_base(model: InceptionResnetV1, base: Mapping[str, torch.Tensor], features: torch.Tensor) -> float:
+    """Start the new ``dim``-d layer as the best rank-``dim`` projection of the base's 512-d embedding.
+
+    The base head gives ``f = s*(W x) + b`` (BatchNorm folded, eval mode); the directions ``V`` are
+    the top right-singular vectors of the L2-normalised ``f`` over the training crops, and the new
+    layer is set to output ``V^T f``: ``last_linear = V^T diag(s) W`` and ``last_bn`` whose affine
+    part undoes its own normalisation on these features (so train- and eval-mode outputs start
+    equal). Returns the fraction of the normalised embeddings' energy that the projection keeps.
+    """
+    weight, bn = base["last_linear.weight"].float(), {k: base[f"last_bn.{k}"].float() for k in
+                                                      ("weight", "bias", "running_mean", "running_var")}
+    eps = model.last_bn.eps
+    scale = bn["weight"] / torch.sqrt(bn["running_var"] + eps)
+    shift = bn["bias"] - scale * bn["running_mean"]
+    feats = features.float()
+    f = feats @ (weight.T * scale) + shift  # (N, 512) base embeddings before normalisation
+    x = F.normalize(f, dim=1)
+    dim = model.last_linear.weight.shape[0]
+    if dim > weight.shape[0]:
+        raise ModelError(f"--dim {dim} is larger than the base embedding ({weight.shape[0]}): use --head-init random")
+    # Eigenvectors of X^T X (not an SVD of X): all 512 directions exist even with fewer crops than dims.
+    energy, vectors = torch.linalg.eigh(x.double().T @ x.double())
+    order = torch.argsort(energy, descending=True)[:dim]
+    v = vectors[:, order].float()  # (512, dim)
+    kept = float(energy[order].clamp_min(0).sum() / energy.clamp_min(0).sum())
+    new_weight = v.T @ (weight * scale[:, None])  # (dim, 1792)
+    z = feats @ new_weight.T
+    mean, var = z.mean(dim=0), z.var(dim=0, unbiased=False)
+    device = model.last_linear.weight.device
+    model.last_linear.weight.copy_(new_weight.to(device))
+    model.last_bn.running_mean.copy_(mean.to(device))
+    model.last_bn.running_var.copy_(var.to(device))
+    model.last_bn.weight.copy_(torch.sqrt(var + eps).to(device))
+    model.last_bn.bias.copy_((mean + shift @ v).to(device))
+    return kept
+
+
+def _make_optimizer(name: str, params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise DataError(f"unknown optimizer {name!r}: choose adagrad, adam or adamw")
+
+
+def _augment(crops: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and random crops shifted by up to ``shift`` pixels (edge-padded), NCHW."""
+    n, _, h, w = crops.shape
+    flips = torch.rand(n, generator=generator) < 0.5
+    out = torch.where(flips[:, None, None, None].to(crops.device), torch.flip(crops, dims=[3]), crops)
+    if shift > 0:
+        padded = F.pad(out, (shift, shift, shift, shift), mode="replicate")
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator).tolist()
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator).tolist()
+        out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    return out
+
+
+def _versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "facecluster": __version__,
+            "numpy": np.__version__}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class _Embedder:
+    """Embeds validation crops with the model being trained (cached features when frozen)."""
+
+    def __init__(self, model: InceptionResnetV1, frozen: bool, device: torch.device, flip: bool) -> None:
+        self.model, self.frozen, self.device, self.flip = model, frozen, device, flip
+
+    @torch.no_grad()
+    def __call__(self, val: ValidationSet, feats: torch.Tensor | None) -> np.ndarray:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.frozen and feats is not None:
+                emb = head_embeddings(self.model, feats[:, 0].to(self.device))
+                if self.flip:
+                    emb = F.normalize(emb + head_embeddings(self.model, feats[:, 1].to(self.device)), dim=1)
+                return emb.cpu().numpy()
+            out = []
+            for start in range(0, len(val.crops), 32):
+                x = standardise(val.crops[start : start + 32]).to(self.device)
+                emb = self.model(x)
+                if self.flip:
+                    emb = F.normalize(emb + self.model(torch.flip(x, dims=[3])), dim=1)
+                out.append(emb.float().cpu())
+            return torch.cat(out).numpy() if out else np.zeros((0, self.model.embedding_dim), np.float32)
+        finally:
+            self.model.train(was_training)
+
+
+def validate(embeddings: np.ndarray, val: ValidationSet) -> dict[str, Any]:
+    """Verification accuracy (k-fold) and VAL at FAR 1e-3 on the validation pairs (``evaluate.py``'s protocol).
+
+    Example: ``validate(emb, val)["val_accuracy"]`` -> e.g. 0.985.
+    """
+    from facecluster.evaluate import squared_distances, verification_metrics
+
+    first, second = embeddings[val.first], embeddings[val.second]
+    r = verification_metrics(squared_distances(first, second), val.same, val.folds)
+    return {"val_accuracy": r.accuracy, "val_accuracy_std": r.accuracy_std, "val_at_far_1e-3": r.val,
+            "val_threshold": r.threshold, "val_pairs": int(len(val.same))}
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same one-line problem
+        raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({type(exc).__name__}); start without --resume") from exc
+
+
+def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run_dir: Path,
+          device: str = "cpu", val: ValidationSet | None = None, resume: bool = False,
+          args: Mapping[str, Any] | None = None, progress: ProgressFn = null_progress,
+          on_step: StepFn | None = None) -> TrainResult:
+    """Train a ``config.dim``-d FaceNet embedding on ``data`` with online triplet mining; write ``out``.
+
+    Writes ``run_dir/args.json``, ``versions.json``, ``metrics.jsonl`` (one line per epoch; epoch 0 is
+    the untrained start) and ``checkpoint.pt`` (after each epoch; ``resume=True`` continues from it).
+    Example::
+
+        result = train(data, TrainConfig(epochs=3), base=BaseModel(state, "casia"), out=Path("m.pt"),
+                       run_dir=Path("runs/m"))
+    """
+    dev = check_device(device)
+    if (config.amp or config.compile) and dev.type != "cuda":
+        raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
+    if config.head_init == "pca" and (base.state_dict is None or "last_linear.weight" not in base.state_dict):
+        raise ModelError("--head-init pca needs pretrained --weights with an embedding layer; use --head-init random")
+    if config.freeze_backbone and base.state_dict is None:
+        raise ModelError("--freeze-backbone needs pretrained --weights: a random backbone would never learn")
+    sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    metrics_path = run_dir / "metrics.jsonl"
+    _seed_everything(config.seed)
+    model = build_model(config.dim, base, config.dropout, dev)
+    frozen = config.freeze_backbone
+    flip_val = config.val_flip
+    clock = time.perf_counter()
+
+    # Cached features: frozen backbone => every crop and its mirror once; validation crops likewise.
+    train_feats = val_feats = None
+    need_feats = frozen or config.head_init == "pca"
+    if need_feats:
+        train_feats = data.cached_features(lambda crops, flip, stage: backbone_features(
+            model, crops, dev, flip=flip, progress=progress, stage=stage), base.name, flips=frozen)
+    if frozen and val is not None:
+        val_feats = val.cached_features(lambda crops, flip, stage: backbone_features(
+            model, crops, dev, flip=flip, progress=progress, stage=stage), base.name, flips=True)
+    baseline = None
+    if val is not None and base.state_dict is not None and "last_linear.weight" in base.state_dict:
+        base_model = build_model(int(base.state_dict["last_linear.weight"].shape[0]), base, config.dropout, dev)
+        base_model.load_state_dict(dict(base.state_dict), strict=False)
+        baseline = validate(_Embedder(base_model, frozen, dev, flip_val)(val, val_feats), val)
+        baseline["dim"] = base_model.embedding_dim
+        del base_model
+
+    start_epoch = 1
+    state_at_start: dict[str, Any] = {}
+    if config.head_init == "pca" and not resume:
+        assert train_feats is not None and base.state_dict is not None
+        state_at_start["pca_energy_kept"] = init_head_from_base(model, base.state_dict, train_feats[:, 0])
+
+    params = [p for name, p in model.named_parameters() if not frozen or name.startswith(HEAD_PREFIXES)]
+    for name, p in model.named_parameters():
+        p.requires_grad_(not frozen or name.startswith(HEAD_PREFIXES))
+    optimizer = _make_optimizer(config.optimizer, params, config.lr, config.weight_decay)
+    history: list[dict[str, Any]] = []
+    if resume:
+        if not checkpoint_path.exists():
+            raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
+        ckpt = _load_checkpoint(checkpoint_path)
+        if int(ckpt.get("dim", -1)) != config.dim:
+            raise ModelError(f"cannot resume: the checkpoint in {run_dir} is {ckpt.get('dim')}-d, --dim is {config.dim}")
+        model.load_state_dict(ckpt["model"], strict=not frozen)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        history = list(ckpt.get("history", []))
+    else:
+        (run_dir / "args.json").write_text(json.dumps({**dict(args or {}), "config": asdict(config)}, indent=2, default=str) + "\n")
+        (run_dir / "versions.json").write_text(json.dumps(_versions(), indent=2) + "\n")
+        metrics_path.write_text("")
+    train_step = model
+    if config.compile:
+        train_step = torch.compile(model)  # type: ignore[assignment]
+
+    miner_rng = torch.Generator()
+    loss_fn = TripletLoss(config.margin, reduction="nonzero" if config.miner == "batch-all" else "mean")
+    labels_all = torch.as_tensor(data.labels, dtype=torch.long)
+    crops_all = torch.as_tensor(data.crops) if not frozen else None
+
+    def log(record: dict[str, Any]) -> None:
+        history.append(record)
+        with metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    if not resume and val is not None:
+        log({"epoch": 0, **state_at_start, **validate(_Embedder(model, frozen, dev, flip_val)(val, val_feats), val)})
+    elif not resume:
+        log({"epoch": 0, **state_at_start})
+
+    steps_per_epoch = len(sampler)
+    total_steps = steps_per_epoch * config.epochs
+    step_count = (start_epoch - 1) * steps_per_epoch
+    train_time, train_faces = 0.0, 0
+    for epoch in range(start_epoch, config.epochs + 1):
+        epoch_seed = config.seed * 100_003 + epoch  # per-epoch streams: a resumed run sees the same draws
+        _seed_everything(epoch_seed)
+        miner_rng.manual_seed(epoch_seed)
+        aug_rng = torch.Generator().manual_seed(epoch_seed + 1)
+        miner = make_miner(config.miner, config.margin, generator=miner_rng)
+        model.train()
+        if base.state_dict is not None:
+            # The pretrained backbone keeps its BatchNorm statistics: small P x K batches would
+            # replace them with noisy batch estimates (and the shared weights have BN folded in).
+            for name, module in model.named_modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not name.startswith("last_bn"):
+                    module.eval()
+        sums = {"loss": 0.0, "active": 0, "triplets": 0, "steps": 0, "faces": 0}
+        epoch_start = time.perf_counter()
+        for batch in sampler.batches(epoch):
+            tick = time.perf_counter()
+            idx = torch.tensor(batch, dtype=torch.long)
+            labels = labels_all[idx].to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=config.amp):
+                if frozen:
+                    assert train_feats is not None
+                    choice = torch.randint(0, 2, (len(batch),), generator=aug_rng)
+                    emb = head_embeddings(model, train_feats[idx, choice].to(dev))
+                else:
+                    assert crops_all is not None
+                    x = _augment(standardise(crops_all[idx]), config.augment_shift, aug_rng).to(dev)
+                    emb = train_step(x)
+            emb = emb.float()
+            triplets = miner(emb, labels)
+            result = loss_fn(emb, triplets)
+            optimizer.zero_grad(set_to_none=True)
+            if result.n_triplets:
+                result.loss.backward()
+                optimizer.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds = time.perf_counter() - tick
+            step_count += 1
+            sums["loss"] += result.loss.item()
+            sums["active"] += result.n_active
+            sums["triplets"] += result.n_triplets
+            sums["steps"] += 1
+            sums["faces"] += len(batch)
+            train_time += seconds
+            train_faces += len(batch)
+            if on_step is not None:
+                on_step({"epoch": epoch, "step": step_count, "steps": total_steps, "loss": result.loss.item(),
+                         "active_fraction": result.active_fraction, "faces_per_s": len(batch) / max(seconds, 1e-9)})
+            progress("train", step_count, total_steps)
+        epoch_seconds = time.perf_counter() - epoch_start
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": sums["loss"] / max(sums["steps"], 1),
+            "active_fraction": sums["active"] / max(sums["triplets"], 1),
+            "triplets": sums["triplets"],
+            "steps": sums["steps"],
+            "faces_per_s": sums["faces"] / max(epoch_seconds, 1e-9),
+            "seconds": round(epoch_seconds, 3),
+        }
+        if val is not None:
+            record.update(validate(_Embedder(model, frozen, dev, flip_val)(val, val_feats), val))
+        log(record)
+        # Frozen backbone: the checkpoint holds only the trained layer (the rest is the base, ~90 MB).
+        state = {k: v for k, v in model.state_dict().items() if not frozen or k.startswith(HEAD_PREFIXES)}
+        tmp = checkpoint_path.with_suffix(".tmp")
+        torch.save({"epoch": epoch, "dim": config.dim, "model": state, "optimizer": optimizer.state_dict(),
+                    "history": history}, tmp)
+        tmp.replace(checkpoint_path)  # a crash mid-save keeps the previous checkpoint
+
+    meta = {
+        "epochs": config.epochs, "miner": config.miner, "margin": config.margin, "optimizer": config.optimizer,
+        "lr": config.lr, "seed": config.seed, "freeze_backbone": frozen, "head_init": config.head_init,
+        "identities": len(sampler.members), "faces": sampler.n_faces, "history": history,
+        "versions": _versions(), "crop": data.crop_key,
+    }
+    model.eval()
+    sha = save_model_file(out, model, base=base.name, meta=meta)
+    return TrainResult(
+        out=str(out), sha256=sha, run_dir=str(run_dir), epochs=config.epochs, steps=step_count, dim=config.dim,
+        base=base.name, miner=config.miner, identities=len(sampler.members), faces=sampler.n_faces,
+        skipped_identities=len(sampler.skipped), seconds=round(time.perf_counter() - clock, 2),
+        faces_per_s=round(train_faces / max(train_time, 1e-9), 1), history=history, baseline=baseline,
+    )

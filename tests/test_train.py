@@ -1,0 +1,281 @@
+"""The trainer and ``facecluster train``: tiny synthetic faces, a random-weight network, fake detection."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from facecluster.catalog import Catalog
+from facecluster.cli import cli
+from facecluster.config import TrainConfig
+from facecluster.errors import DataError, ImageError, ModelError
+from facecluster.migrations import now
+from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+from facecluster.models.model_file import load_model_file
+from facecluster.training import data as data_module
+from facecluster.training.data import DataReport, FaceSet, ValidationSet, load_catalog_dataset
+from facecluster.training.trainer import BaseModel, build_model, train
+
+SIZE = 80  # small crops keep the random-weight InceptionResnetV1 fast on two cores
+COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (200, 40, 200)]
+
+
+@pytest.fixture(scope="module")
+def base_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return InceptionResnetV1().state_dict()
+
+
+def _faces(n_ids: int = 4, per_id: int = 3, seed: int = 0) -> FaceSet:
+    # Each identity is a colour; faces vary by noise. Learnable from any backbone features.
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_ids), per_id)
+    base = np.array(COLOURS[:n_ids], np.float64)[labels][:, None, None, :]
+    crops = np.clip(base + rng.normal(0, 25, (len(labels), SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+    return FaceSet(crops, labels, [f"p{i}" for i in range(n_ids)], [f"{seed}-{i}" for i in range(len(labels))],
+                   "test", DataReport())
+
+
+def _val(faces: FaceSet) -> ValidationSet:
+    n = len(faces.labels)
+    first = np.arange(n)
+    second = np.array([(i + 1) % n if faces.labels[(i + 1) % n] == faces.labels[i] else (i + 3) % n for i in range(n)])
+    same = faces.labels[first] == faces.labels[second]
+    return ValidationSet(faces.crops, faces.digests, first, second, same, np.arange(n) % 2, set(), "test")
+
+
+def _config(**kw: object) -> TrainConfig:
+    return replace(TrainConfig(), **{"identities_per_batch": 2, "faces_per_identity": 3, "epochs": 2, **kw})
+
+
+def test_frozen_training_writes_model_run_folder_and_metrics(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    result = train(faces, _config(freeze_backbone=True), base=BaseModel(base_state, "rand:00000000"),
+                   out=tmp_path / "m.pt", run_dir=tmp_path / "run", val=_val(faces))
+    model, meta = load_model_file(tmp_path / "m.pt")
+    assert model.embedding_dim == 128 == result.dim and meta["base"] == "rand:00000000"
+    # The backbone is the base's, untouched; only the new layer was trained.
+    state = model.state_dict()
+    assert torch.equal(state["conv2d_1a.conv.weight"], base_state["conv2d_1a.conv.weight"])
+    run = tmp_path / "run"
+    assert json.loads((run / "args.json").read_text())["config"]["freeze_backbone"] is True
+    assert set(json.loads((run / "versions.json").read_text())) >= {"python", "torch", "facecluster"}
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2]
+    assert lines[0]["pca_energy_kept"] <= 1.0 + 1e-6
+    for line in lines[1:]:
+        assert {"loss", "active_fraction", "faces_per_s", "val_accuracy", "val_at_far_1e-3"} <= set(line)
+    assert result.baseline is not None and result.baseline["dim"] == 512
+    assert (run / "checkpoint.pt").exists()
+
+
+def test_pca_head_starts_as_projection_of_the_base_embedding(base_state: dict) -> None:
+    from facecluster.training.trainer import backbone_features, head_embeddings, init_head_from_base
+
+    faces = _faces()
+    dev = torch.device("cpu")
+    base = build_model(512, BaseModel(base_state, "b"), 0.2, dev)
+    base.load_state_dict(base_state)
+    new = build_model(512, BaseModel(base_state, "b"), 0.2, dev).eval()
+    feats = backbone_features(base, torch.as_tensor(faces.crops[:6]), dev)
+    kept = init_head_from_base(new, base_state, feats)
+    with torch.no_grad():
+        want = base.eval().last_bn(base.last_linear(feats))
+        got = head_embeddings(new, feats)
+    # With dim = 512 the projection is a rotation: pairwise distances are those of the base model.
+    want = torch.nn.functional.normalize(want, dim=1)
+    assert kept == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(torch.cdist(got, got), torch.cdist(want, want), atol=1e-3)
+
+
+def test_loss_and_active_fraction_fall(tmp_path: Path, base_state: dict) -> None:
+    # Six close colours under heavy noise: not separated at the start, learnable by the new layer.
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 4)
+    crops = rng.uniform(100, 156, (6, 3))[labels][:, None, None, :] + rng.normal(0, 60, (24, SIZE, SIZE, 3))
+    faces = FaceSet(np.clip(crops, 0, 255).astype(np.uint8), labels, [str(i) for i in range(6)],
+                    [f"fall-{i}" for i in range(24)], "test", DataReport())
+    cfg = replace(TrainConfig(), identities_per_batch=6, faces_per_identity=4, epochs=10, freeze_backbone=True,
+                  head_init="random", dropout=0.0)  # the paper's semi-hard miner and AdaGrad at 0.05
+    result = train(faces, cfg, base=BaseModel(base_state, "b"), out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    epochs = result.history[1:]
+    assert epochs[-1]["loss"] < 0.5 * epochs[0]["loss"]
+    assert epochs[-1]["active_fraction"] < 0.5 * epochs[0]["active_fraction"]
+
+
+def test_resume_continues_exactly(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    straight = train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=tmp_path / "a.pt",
+                     run_dir=tmp_path / "a")
+    train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=tmp_path / "b.pt", run_dir=tmp_path / "b")
+    resumed = train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=tmp_path / "b.pt",
+                    run_dir=tmp_path / "b", resume=True)
+    assert [h["loss"] for h in resumed.history[1:]] == pytest.approx([h["loss"] for h in straight.history[1:]], abs=1e-6)
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 4
+    with pytest.raises(ModelError, match="no checkpoint"):
+        train(faces, _config(), base=base, out=tmp_path / "c.pt", run_dir=tmp_path / "c", resume=True)
+
+
+def test_full_fine_tuning_step_changes_the_backbone(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces(n_ids=2, per_id=2)
+    cfg = replace(TrainConfig(), identities_per_batch=2, faces_per_identity=2, epochs=1, optimizer="adam",
+                  lr=1e-3, head_init="random", miner="batch-hard")
+    result = train(faces, cfg, base=BaseModel(base_state, "b"), out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    model, _ = load_model_file(tmp_path / "m.pt")
+    assert result.steps == 1
+    assert not torch.equal(model.state_dict()["conv2d_1a.conv.weight"], base_state["conv2d_1a.conv.weight"])
+    # BatchNorm statistics of the pretrained backbone are kept (frozen), not re-estimated on 4 faces.
+    assert torch.equal(model.state_dict()["conv2d_1a.bn.running_mean"], base_state["conv2d_1a.bn.running_mean"])
+
+
+def test_wrong_shape_weights_and_devices_are_one_line_errors(tmp_path: Path, base_state: dict) -> None:
+    bad = dict(base_state)
+    bad["conv2d_1a.conv.weight"] = torch.zeros(8, 3, 3, 3)
+    with pytest.raises(ModelError, match="do not fit InceptionResnetV1: conv2d_1a.conv.weight has shape"):
+        build_model(128, BaseModel(bad, "bad.pt"), 0.2, torch.device("cpu"))
+    with pytest.raises(ModelError, match="missing"):
+        build_model(128, BaseModel({"a": torch.zeros(1)}, "bad.pt"), 0.2, torch.device("cpu"))
+    faces = _faces()
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA"):
+            train(faces, _config(), base=BaseModel(None, "s"), out=tmp_path / "m.pt", run_dir=tmp_path / "r",
+                  device="cuda")
+        with pytest.raises(ModelError, match="CUDA"):
+            train(faces, _config(amp=True), base=BaseModel(None, "s"), out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    with pytest.raises(ModelError, match="freeze-backbone needs pretrained"):
+        train(faces, _config(freeze_backbone=True, head_init="random"), base=BaseModel(None, "s"),
+              out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+
+
+def test_catalog_dataset_uses_named_faces(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "c.db") as catalog:
+        db = catalog.db
+        db["photos"].insert({"id": 1, "hash": "h", "path": "p.jpg", "size": 1, "mtime": 0.0, "added_at": now(),
+                             "updated_at": now()})
+        for pid, name in ((1, "Ada"), (2, "Bob"), (3, "Cy")):
+            db["people"].insert({"id": pid, "name": name, "created_at": now()})
+        faces = _faces(n_ids=3, per_id=2)
+        for i, (crop, label) in enumerate(zip(faces.crops, faces.labels)):
+            person = int(label) + 1 if not (label == 2 and i % 2) else None  # Cy keeps only one named face
+            db["faces"].insert({"photo_id": 1, "x1": 0, "y1": 0, "x2": 1, "y2": 1, "probability": 1.0,
+                                "crop": data_module._encode_png(crop), "crop_format": "png", "person_id": person,
+                                "created_at": now()})
+        got = load_catalog_dataset(catalog)
+    assert got.names == ["Ada", "Bob"] and got.report.left_out_identities == ["Cy"]
+    assert got.crops.shape == (4, 160, 160, 3)  # resized to the embedding crop size
+    with Catalog.open(None) as empty, pytest.raises(DataError, match="no faces of named people"):
+        load_catalog_dataset(empty)
+
+
+# -- the command, with a fake reader and detector -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Face:
+    box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float], ...]
+    probability: float
+
+
+class _CentreDetector:
+    """One face in the middle of every photo (except all-black ones: no face)."""
+
+    def detect(self, images: list[np.ndarray]) -> list[list[_Face]]:
+        out = []
+        for img in images:
+            h, w = img.shape[:2]
+            found = img.max() > 0
+            out.append([_Face((w * 0.25, h * 0.25, w * 0.75, h * 0.75), ((0.0, 0.0),) * 5, 0.99)] if found else [])
+        return out
+
+
+def _read(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise ImageError(f"cannot decode {path.name}") from exc
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import facecluster.commands.train as train_command
+
+    monkeypatch.setattr(train_command, "_read_rgb", _read)
+    monkeypatch.setattr(train_command, "_detector_factory", lambda device, progress: _CentreDetector)
+    monkeypatch.setattr(data_module, "crop_settings", lambda: (SIZE, 8, False))
+
+
+def _library(root: Path, n_ids: int = 3, per_id: int = 3) -> Path:
+    rng = np.random.default_rng(1)
+    for i in range(n_ids):
+        person = root / f"Person_{i}"
+        person.mkdir(parents=True)
+        for j in range(per_id):
+            pixels = np.clip(np.array(COLOURS[i]) + rng.normal(0, 20, (48, 48, 3)), 1, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(person / f"Person_{i}_{j + 1:04d}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory: pytest.TempPathFactory, base_state: dict) -> Path:
+    path = tmp_path_factory.mktemp("w") / "base.pt"
+    torch.save(base_state, path)
+    return path
+
+
+def test_cli_trains_and_reports_json(tmp_path: Path, fake_pipeline: None, weights_file: Path) -> None:
+    lib = _library(tmp_path / "lib", n_ids=4)
+    (lib / "Person_1" / "broken.jpg").write_text("not an image")
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(lib / "Person_3" / "black.jpg")  # no face
+    (lib / "Loner").mkdir()
+    Image.fromarray(np.full((48, 48, 3), 90, np.uint8)).save(lib / "Loner" / "Loner_0001.jpg")
+    # Validation pairs on Person_2 (kept out of training) and Person_0.
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2\t1\nPerson_2\t1\t2\nPerson_2\t1\tPerson_0\t1\nPerson_2\t2\t3\nPerson_2\t3\tPerson_0\t2\n")
+    out = tmp_path / "m.pt"
+    args = ["train", "--data", str(lib), "--weights", str(weights_file), "--dim", "32", "--freeze-backbone",
+            "--epochs", "2", "-P", "2", "-K", "2", "--out", str(out), "--run-dir", str(tmp_path / "run"),
+            "--val-pairs", str(pairs), "--val-images", str(lib), "--json", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["dim"] == 32 and summary["epochs"] == 2 and out.exists()
+    assert summary["data"]["unreadable"] == 1 and summary["data"]["no_face"] == 1
+    assert summary["data"]["left_out_identities"] == 1  # Loner: one face
+    assert summary["data"]["excluded_identities"] == 2  # Person_0 and Person_2 are in the pairs
+    assert summary["identities"] == 2 and summary["faces"] == 6  # Person_1 and Person_3, 3 faces each
+    assert summary["validation"] == {"pairs": 4, "skipped": 0, "no_face": 0}
+    model, meta = load_model_file(out)
+    assert model.embedding_dim == 32 and meta["freeze_backbone"] is True
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path, fake_pipeline: None, weights_file: Path) -> None:
+    runner = CliRunner()
+    base = ["train", "--weights", str(weights_file), "--out", str(tmp_path / "m.pt"), "-q"]
+    (empty := tmp_path / "empty").mkdir()
+    cases = {
+        "no images found": ["--data", str(empty)],
+        "need at least 2 identities": ["--data", str(_library(tmp_path / "one", n_ids=1))],
+    }
+    lib = _library(tmp_path / "lib")
+    cases["CUDA"] = ["--data", str(lib), "--device", "cuda"]
+    bad = tmp_path / "bad.pt"
+    torch.save({"conv2d_1a.conv.weight": torch.zeros(1)}, bad)
+    cases["not an InceptionResnetV1 state dict"] = ["--data", str(lib), "--weights", str(bad)]
+    for message, extra in cases.items():
+        if message == "CUDA" and torch.cuda.is_available():
+            continue
+        result = runner.invoke(cli, base + extra)
+        assert result.exit_code == 1, (message, result.output)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    result = runner.invoke(cli, ["train", "--out", "x.pt"])
+    assert result.exit_code == 2 and "--data DIR or --from-catalog" in result.stderr
