@@ -1,0 +1,231 @@
+"""Finding photos and decoding them for detection: EXIF orientation, reduced-size decoding, odd formats.
+
+Every photo becomes an HxWx3 uint8 RGB array, upright, at most ``max_side`` pixels on its longer side;
+a file that cannot be used raises ``ImageError`` with one line saying why::
+
+    for path in iter_image_files([Path("~/Pictures").expanduser()]):
+        image = load_image(path, max_side=1600)
+        image.pixels.shape, image.width, image.height, image.scale
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from facecluster.config import DetectConfig
+from facecluster.errors import ImageError
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
+)
+_HEIF_SUFFIXES = frozenset({".heic", ".heif"})
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the Pillow transpose that makes the photo upright (2..8; 1 is already upright).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_heif_lock = threading.Lock()
+_heif_registered = False
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded photo ready for detection.
+
+    ``pixels`` is HxWx3 uint8 RGB with EXIF orientation applied, possibly downscaled; ``width``/``height``
+    are the full-size dimensions after orientation; ``scale = pixels.shape[1] / width`` (<= 1): divide
+    coordinates found in ``pixels`` by it for full-size ones. Example::
+
+        LoadedImage(pixels=np.zeros((1200, 1600, 3), np.uint8), width=4000, height=3000, orientation=1, scale=0.4)
+    """
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    orientation: int
+    scale: float
+
+
+def load_image(path: Path, max_side: int | None = None, *, max_pixels: int = DetectConfig().max_pixels) -> LoadedImage:
+    """Decode ``path`` to an upright RGB array, at most ``max_side`` px on its longer side.
+
+    JPEGs are decoded at 1/2, 1/4 or 1/8 size when that still covers ``max_side`` (a 4000×3000 photo asked at
+    1600 px is decoded at 2000×1500, never in full). 16-bit images are scaled to 8 bits, CMYK and greyscale
+    converted, transparency composited on white, GIFs give their first frame, HEIC/HEIF need pillow-heif.
+    Images of more than ``max_pixels`` pixels are refused before decoding. Raises ``ImageError`` (one line)
+    for anything unusable. Example::
+
+        image = load_image(Path("IMG_0001.jpg"), max_side=1600)
+    """
+    path = Path(path)
+    name = path.name
+    if path.is_dir():
+        raise ImageError(f"{name}: is a directory, not an image file")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    if size == 0:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    if path.suffix.lower() in _HEIF_SUFFIXES:
+        _register_heif()
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own pixel limit below; Pillow's softer warning would only add noise on stderr.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return _decode(image, name, max_side, max_pixels)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: image too large to decode safely (over {max_pixels:,} pixels)") from None
+    except UnidentifiedImageError:
+        hint = " (HEIC/HEIF needs pillow-heif)" if path.suffix.lower() in _HEIF_SUFFIXES else ""
+        raise ImageError(f"{name}: not an image file in a supported format{hint}") from None
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this image") from None
+    except OSError as exc:
+        if exc.errno is not None:  # a real I/O error (permissions, a vanished network share)
+            raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+        raise ImageError(f"{name}: truncated or corrupt image data ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - the decoders of a dozen formats raise a dozen exception types
+        raise ImageError(f"{name}: corrupt image ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _decode(image: Image.Image, name: str, max_side: int | None, max_pixels: int) -> LoadedImage:
+    """Open image -> LoadedImage: size check, draft, decode, 8-bit RGB, resize, orientation."""
+    stored_w, stored_h = image.size
+    if stored_w * stored_h > max_pixels:
+        raise ImageError(f"{name}: image too large to decode safely ({stored_w}×{stored_h} pixels)")
+    if stored_w == 0 or stored_h == 0:
+        raise ImageError(f"{name}: image has no pixels ({stored_w}×{stored_h})")
+    orientation = _orientation(image)
+    image.seek(0)  # GIF, TIFF, WebP: the first frame
+    target = _target_size(stored_w, stored_h, max_side)
+    if target != (stored_w, stored_h):
+        image.draft(None, target)  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still at least ``target``
+    image.load()
+    rgb = _to_rgb(image)
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if orientation in _TRANSPOSE:
+        rgb = rgb.transpose(_TRANSPOSE[orientation])
+    width, height = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
+    pixels = np.asarray(rgb, dtype=np.uint8)
+    return LoadedImage(pixels=pixels, width=width, height=height, orientation=orientation, scale=pixels.shape[1] / width)
+
+
+def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo: treat it as upright
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB: 16/32-bit scaled (not clipped), alpha composited on white."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(image)), mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image if mode == "RGB" else image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    # 16-bit greyscale (PNG, TIFF) spans 0..65535: divide by 257 so white stays white and nothing clips.
+    # Float images are taken as 0..1 when they fit in it, else as 0..255.
+    if values.dtype.kind == "f":
+        top = 1.0 if float(np.nanmax(values, initial=0.0)) <= 1.0 else 255.0
+        scaled = np.nan_to_num(values) * (255.0 / top)
+    else:
+        top = 65535 if int(values.max(initial=0)) <= 65535 else int(values.max())
+        scaled = values.astype(np.float64) * (255.0 / top)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _register_heif() -> None:
+    # pillow-heif is imported on the first HEIC/HEIF file only: its import costs time most runs never need.
+    global _heif_registered
+    with _heif_lock:
+        if _heif_registered:
+            return
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            return  # load_image then reports the file as unsupported, with a hint
+        register_heif_opener()
+        _heif_registered = True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Supported image files under ``paths``: folders walked in sorted order, hidden files and folders skipped.
+
+    A path that is itself a supported file is yielded as given. Example::
+
+        list(iter_image_files([Path("Pictures")]))   # [Path("Pictures/2019/a.jpg"), Path("Pictures/b.HEIC")]
+    """
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            if root.suffix.lower() in SUPPORTED_SUFFIXES:
+                yield root
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, .thumbnails, .Trash
+            for file in sorted(files):
+                # Hidden files include macOS "._IMG.jpg" resource forks, which are not images.
+                if not file.startswith(".") and Path(file).suffix.lower() in SUPPORTED_SUFFIXES:
+                    yield Path(folder) / file
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 hex digest of the file's content, read in 1 MiB blocks (photos are identified by it).
+
+    Example: ``file_hash(Path("a.jpg"))`` → ``"9f86d08…"``; raises ``ImageError`` when unreadable.
+    """
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{Path(path).name}: is a directory, not an image file") from None
+    except OSError as exc:
+        raise ImageError(f"{Path(path).name}: cannot read: {exc.strerror or exc}") from None
+    return digest.hexdigest()
