@@ -263,3 +263,12 @@ def test_assign_to_known_respects_photo_and_rejections() -> None:
 def test_assign_to_known_without_known_labels() -> None:
     X, _ = planted(1, 3, seed=23)
     assert assign_to_known(X, X, np.full(3, -1), threshold=1.0).tolist() == [-1, -1, -1]
+
+
+def test_assign_to_known_approximate_path_agrees() -> None:
+    X, truth = planted(40, 12, dim=16, noise=0.1, seed=24)
+    known = np.arange(len(X)) % 5 != 0
+    exact = assign_to_known(X[~known], X[known], truth[known], threshold=1.0)
+    approx = assign_to_known(X[~known], X[known], truth[known], threshold=1.0, ann_min_n=10)
+    assert exact.tolist() == truth[~known].tolist()
+    assert approx.tolist() == exact.tolist()

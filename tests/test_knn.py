@@ -72,3 +72,10 @@ def test_knn_graph_switches_to_approximate_at_ann_min_n(monkeypatch: pytest.Monk
     assert used == []
     knn_graph(X, 3, ann_min_n=50)
     assert used == ["ann"]
+
+
+def test_approximate_knn_against_another_set() -> None:
+    X, Y = points(50, 8, seed=5), points(1000, 8, seed=6)
+    idx, d2 = approximate_knn(X, 5, Y=Y, nprobe=50)  # every cell probed: exact
+    want, want_d2 = exact_knn(X, 5, Y=Y)
+    assert (idx == want).all() and np.allclose(d2, want_d2, atol=1e-5)

@@ -30,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 
 from facecluster.config import ClusterConfig
 from facecluster.errors import DataError
-from facecluster.knn import exact_knn, knn_graph, radius_pairs
+from facecluster.knn import approximate_knn, exact_knn, knn_graph, radius_pairs
 from facecluster.reporting import ProgressFn, null_progress
 
 METHODS = ("agglomerative", "hdbscan")
@@ -437,6 +437,7 @@ def assign_to_known(
     groups_new: np.ndarray | None = None,
     groups_known: np.ndarray | None = None,
     rejected: np.ndarray | None = None,
+    ann_min_n: int = 20000,
     progress: ProgressFn = null_progress,
 ) -> np.ndarray:
     """Assign new faces to known clusters/people by their nearest known faces; -1 = leave for clustering.
@@ -448,7 +449,8 @@ def assign_to_known(
     similar people, e.g. siblings, stays unassigned). Constraints: a new face never joins a label that
     already holds a face of its photo (``groups_new`` vs ``groups_known``), nor one listed for it in
     ``rejected`` ((m, 2) rows of new-face index, label); two new faces of one photo never join the same
-    label (the closer keeps it).
+    label (the closer keeps it). From ``ann_min_n`` labelled known faces on, the neighbours come from
+    faiss (approximate) instead of an exact blocked search.
 
     >>> known = np.array([[1, 0], [0.99, 0.141], [0, 1]], dtype=np.float32)
     >>> assign_to_known(np.array([[0.995, 0.0998]], dtype=np.float32), known, np.array([4, 4, 7]),
@@ -469,7 +471,12 @@ def assign_to_known(
         raise DataError(f"new embeddings have {X_new.shape[1]} dimensions, known ones {X_known.shape[1]}")
     groups_new = _check_vector(groups_new, n_new, "groups_new")
     groups_known = _check_vector(groups_known, len(X_known), "groups_known")
-    idx, d2 = exact_knn(X_new, k, Y=X_known[labelled], progress=progress)
+    if len(labelled) >= ann_min_n:  # large libraries: approximate neighbours (faiss), as for clustering
+        idx, d2 = approximate_knn(X_new, k, Y=X_known[labelled], progress=progress)
+    else:
+        idx, d2 = exact_knn(X_new, k, Y=X_known[labelled], progress=progress)
+    ok = idx >= 0  # faiss may return fewer than k neighbours: -1 / inf
+    idx, d2 = np.where(ok, idx, 0), np.where(ok, d2, np.inf)
     lab = known_labels[labelled][idx]  # (n_new, k') labels of the neighbours
 
     forbidden: set[tuple[int, int]] = set()
@@ -490,7 +497,8 @@ def assign_to_known(
             continue
         votes: dict[int, list[float]] = {}
         for lbl, dist in zip(lab[i].tolist(), d2[i].tolist()):
-            votes.setdefault(lbl, []).append(dist)
+            if dist != np.inf:
+                votes.setdefault(lbl, []).append(dist)
         best, best_key = -1, None
         for lbl, dists in votes.items():
             if (i, lbl) in forbidden:

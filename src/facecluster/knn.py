@@ -117,13 +117,15 @@ def approximate_knn(
     X: np.ndarray,
     k: int,
     *,
+    Y: np.ndarray | None = None,
     method: str = "ivf",
     nprobe: int = 8,
     lists_per_sqrt_n: float = 2.0,
     hnsw_m: int = 16,
     progress: ProgressFn = null_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate kNN graph with faiss (self excluded), same output as :func:`exact_knn`.
+    """Approximate kNN with faiss: rows of ``Y`` nearest each row of ``X`` (default: of ``X``, self
+    excluded); same output as :func:`exact_knn`.
 
     ``method="ivf"`` (default, chosen by measurement in ``docs/scaling.md``): k-means cells,
     ``lists_per_sqrt_n * sqrt(n)`` of them, each face searched in its ``nprobe`` nearest cells; faces
@@ -139,18 +141,21 @@ def approximate_knn(
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
         raise DataError("the approximate kNN graph needs faiss-cpu: pip install faiss-cpu") from exc
     X = _as_float32(X)
+    self_query = Y is None
+    base = X if Y is None else _as_float32(Y, "Y")
     n, d = X.shape
-    kk = max(0, min(k, n - 1))
-    if kk == 0:
-        return np.empty((n, 0), dtype=np.int64), np.empty((n, 0), dtype=np.float32)
+    nb = len(base)
+    kk = max(0, min(k, nb - 1 if self_query else nb))
+    if kk == 0 or n == 0:
+        return np.empty((n, kk), dtype=np.int64), np.empty((n, kk), dtype=np.float32)
     if method == "ivf":
-        nlist = max(1, min(n // 40, int(lists_per_sqrt_n * np.sqrt(n))))
+        nlist = max(1, min(nb // 40, int(lists_per_sqrt_n * np.sqrt(nb))))
         quantizer = faiss.IndexFlatL2(d)  # kept in a variable: the index does not own it
         index = faiss.IndexIVFFlat(quantizer, d, nlist)
         # 50 training faces per cell (faiss's own minimum is 39), drawn reproducibly.
-        sample = np.random.default_rng(0).choice(n, size=min(n, 50 * nlist), replace=False)
-        progress("index", 0, n)
-        index.train(X[np.sort(sample)])
+        sample = np.random.default_rng(0).choice(nb, size=min(nb, 50 * nlist), replace=False)
+        progress("index", 0, nb)
+        index.train(base[np.sort(sample)])
         index.nprobe = min(nprobe, nlist)
     elif method == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m)
@@ -158,14 +163,19 @@ def approximate_knn(
         index.hnsw.efSearch = max(32, 2 * (kk + 1))
     else:
         raise DataError(f"unknown approximate kNN method {method!r}: use ivf or hnsw")
-    step = max(10000, n // 20)
-    for start in range(0, n, step):
-        index.add(X[start : start + step])
-        progress("index", min(n, start + step), n)
+    step = max(10000, nb // 20)
+    for start in range(0, nb, step):
+        index.add(base[start : start + step])
+        progress("index", min(nb, start + step), nb)
     idx = np.empty((n, kk), dtype=np.int64)
     d2 = np.empty((n, kk), dtype=np.float32)
     for start in range(0, n, step):
         stop = min(n, start + step)
+        if not self_query:
+            D, I = index.search(X[start:stop], kk)
+            idx[start:stop], d2[start:stop] = I, D
+            progress("knn", stop, n)
+            continue
         D, I = index.search(X[start:stop], kk + 1)
         # Drop each point itself (normally first; with duplicates anywhere) or, if absent, the farthest.
         keep = I != np.arange(start, stop)[:, None]
