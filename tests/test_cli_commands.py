@@ -255,3 +255,38 @@ def test_changed_settings_recluster_everything(env: dict) -> None:
     out = json.loads(result.stdout)
     assert out["cluster"]["mode"] == "full" and out["cluster"]["noise"] == 0 and "settings changed" in result.stderr
     assert json.loads(run(env, "cluster", "--min-cluster-size", "1", "--json").stdout)["cluster"]["mode"] == "unchanged"
+
+
+def test_cluster_on_an_empty_catalog(env: dict, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run(env, "cluster", str(empty), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cluster"]["faces"] == 0
+    assert json.loads(run(env, "embed", "--json").stdout)["embedded"] == 0
+    assert run(env, "faces").stdout == ""
+
+
+def test_ctrl_c_leaves_a_consistent_catalog_and_the_next_run_resumes(env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.config import PipelineConfig
+
+    class Interrupted(FakeDetector):
+        def detect(self, images):
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return super().detect(images)
+
+    monkeypatch.setattr(pipeline, "load_detector", lambda *a, **k: Interrupted())
+    monkeypatch.setattr(pipeline.detect_paths, "__kwdefaults__",
+                        {**pipeline.detect_paths.__kwdefaults__, "pipeline": PipelineConfig(batch_size=3)})
+    result = run(env, "cluster", str(env["root"]))
+    assert result.exit_code == 130 and "resume" in result.stderr
+    with Catalog.open(env["db"]) as catalog:
+        assert catalog.db.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
+        done = catalog.db.execute("SELECT count(*) FROM photos").fetchone()[0]
+        assert catalog.db.execute("SELECT count(*) FROM faces WHERE id NOT IN (SELECT face_id FROM embeddings)").fetchone()[0] == 0
+    assert 3 <= done < len(LIBRARY)
+    monkeypatch.setattr(pipeline, "load_detector", lambda *a, **k: FakeDetector())
+    out = json.loads(run(env, "cluster", str(env["root"]), "--json").stdout)
+    assert out["detect"]["skipped"] == done and out["detect"]["detected"] == len(LIBRARY) - done
+    assert out["cluster"]["faces"] == N_FACES
