@@ -272,3 +272,12 @@ def test_assign_to_known_approximate_path_agrees() -> None:
     approx = assign_to_known(X[~known], X[known], truth[known], threshold=1.0, ann_min_n=10)
     assert exact.tolist() == truth[~known].tolist()
     assert approx.tolist() == exact.tolist()
+
+
+def test_huge_component_falls_back_to_the_knn_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    import facecluster.cluster as cluster
+
+    X, truth = planted(5, 10, dim=16, noise=0.08, seed=25)
+    monkeypatch.setattr(cluster, "EXACT_MAX_PAIRS", 10)  # every identity alone has 45 pairs
+    labels = cluster_embeddings(X, ClusterConfig(min_cluster_size=1, k=9))
+    assert partition(labels) == partition(truth)

@@ -243,10 +243,17 @@ def _conflicts(
     return np.concatenate(us), np.concatenate(vs)
 
 
+#: Above this many pairs inside single-linkage components, the exact graph gives way to the kNN graph.
+EXACT_MAX_PAIRS = 5_000_000
+
+
 def _exact_edges(
     X: np.ndarray, threshold: float, roots: np.ndarray, progress: ProgressFn
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pair inside each single-linkage component at ``threshold`` (must-links join components)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Every pair inside each single-linkage component at ``threshold`` (must-links join components).
+
+    ``None`` when that is more than ``EXACT_MAX_PAIRS`` pairs (faces chained into a huge component).
+    """
     n = len(X)
     ru, rv, _ = radius_pairs(X, threshold, progress=progress)
     linked = np.flatnonzero(roots != np.arange(n))
@@ -255,6 +262,9 @@ def _exact_edges(
         shape=(n, n),
     )
     _, comp = connected_components(graph, directed=False)
+    sizes = np.bincount(comp).astype(np.float64)
+    if (sizes * (sizes - 1) / 2).sum() > EXACT_MAX_PAIRS:
+        return None
     order = np.argsort(comp, kind="stable")
     bounds = np.flatnonzero(np.diff(comp[order])) + 1
     us, vs, ds = [], [], []
@@ -416,10 +426,8 @@ def cluster_embeddings(
         keep = None if must_link is None else np.unique(roots[must_link >= 0])
         return _finish(roots, config.min_cluster_size, keep)
     roots0 = _must_link_roots(must_link, n)
-    if n <= config.exact_max_n:
-        u, v, d2 = _exact_edges(X, config.threshold, roots0, progress)
-    else:
-        u, v, d2 = _knn_edges(X, config, roots0, progress)
+    edges = _exact_edges(X, config.threshold, roots0, progress) if n <= config.exact_max_n else None
+    u, v, d2 = edges if edges is not None else _knn_edges(X, config, roots0, progress)
     roots = average_linkage_graph(
         n, u, v, d2, config.threshold, must_link=must_link, conflicts=conflicts, progress=progress
     )
