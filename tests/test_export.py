@@ -158,3 +158,16 @@ def test_unknown_person_is_one_clear_error(library: Library, tmp_path: Path) -> 
 )
 def test_safe_name(name: str, safe: str) -> None:
     assert safe_name(name) == safe
+
+
+def test_rerun_after_forget_removes_the_forgotten_persons_folder(library: Library, tmp_path: Path) -> None:
+    from facecluster.forget import forget_person
+
+    out = tmp_path / "export"
+    with Catalog.open(library.db) as catalog:
+        export_people(catalog, out)
+        forget_person(catalog, "Ada Lovelace")
+        summary = export_people(catalog, out)
+    assert summary.removed == 4 and not (out / "Ada Lovelace").exists()
+    assert "Ada Lovelace" not in (out / "people.jsonl").read_text()
+    assert "Ada Lovelace" not in (out / ".facecluster-export.json").read_text()

@@ -46,7 +46,7 @@ def command(
         plan = plan_forget(catalog, person)
         what = (
             f"{plan.name}: {plan.faces} faces, {plan.crops} crops, {plan.vectors} vectors, "
-            f"{plan.clusters_deleted} clusters"
+            f"{plan.clusters_deleted} cluster(s)"
         )
         if not yes:
             click.confirm(f"Forget {what}? This cannot be undone", abort=True, err=True)
@@ -59,7 +59,7 @@ def command(
     if not quiet:
         click.echo(
             f"Forgot {summary.name}: deleted {summary.faces} faces, {summary.crops} crops, {summary.vectors} vectors, "
-            f"{summary.clusters_deleted} clusters ({summary.clusters_kept} kept unnamed); photos untouched.",
+            f"{summary.clusters_deleted} cluster(s) ({summary.clusters_kept} kept unnamed); photos untouched.",
             err=True,
         )
         if site is not None:
