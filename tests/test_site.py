@@ -388,3 +388,22 @@ def test_empty_catalog_gives_a_helpful_index(tmp_path: Path) -> None:
         summary = build_site(catalog, tmp_path / "site")
     assert summary.faces == 0 and summary.pages == 1
     assert "No faces in the catalog yet" in (tmp_path / "site/index.html").read_text()
+
+
+def test_progress_is_reported_through_the_callback(library: Library, tmp_path: Path) -> None:
+    calls: list[tuple[str, int, int | None]] = []
+    with Catalog.open(library.db) as catalog:
+        build_site(catalog, tmp_path / "site", progress=lambda stage, done, total: calls.append((stage, done, total)))
+    stages = {stage for stage, _, _ in calls}
+    assert stages == {"thumbnails", "pages"}
+    assert ("thumbnails", 15, 15) in calls and calls[-1][0] == "pages" and calls[-1][1] == calls[-1][2]
+
+
+def test_show_open_launches_the_index(library: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    launched: list[str] = []
+    monkeypatch.setattr(click, "launch", lambda url, **kw: launched.append(url))
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "show", "--out", str(tmp_path / "s"), "--open"])
+    assert result.exit_code == 0, result.output
+    assert launched == [str(tmp_path / "s" / "index.html")]
