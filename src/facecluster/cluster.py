@@ -450,11 +450,11 @@ def assign_to_known(
 ) -> np.ndarray:
     """Assign new faces to known clusters/people by their nearest known faces; -1 = leave for clustering.
 
-    **Rule.** Take the ``k`` nearest known faces that carry a label (>= 0). For each label among them,
-    votes = how many of those neighbours carry it and score = their mean squared distance to the new
-    face. The label with the most votes (ties: lower score) wins if its score is ``<= threshold`` and
-    it holds a strict majority of the neighbours closer than ``threshold`` (so a face between two
-    similar people, e.g. siblings, stays unassigned). Constraints: a new face never joins a label that
+    **Rule.** Take the ``k`` nearest known faces that carry a label (>= 0). Votes: how many of those
+    within ``threshold`` carry each label; score: the mean squared distance to all of that label's
+    faces among the ``k``. The label with the most votes (ties: lower score) wins if it holds a strict
+    majority of the votes (so a face between two similar people, e.g. siblings, stays unassigned) and
+    its score is ``<= threshold``. Constraints: a new face never joins a label that
     already holds a face of its photo (``groups_new`` vs ``groups_known``), nor one listed for it in
     ``rejected`` ((m, 2) rows of new-face index, label); two new faces of one photo never join the same
     label (the closer keeps it). From ``ann_min_n`` labelled known faces on, the neighbours come from
@@ -503,23 +503,24 @@ def assign_to_known(
         within = d2[i] <= threshold
         if not within.any():
             continue
-        votes: dict[int, list[float]] = {}
-        for lbl, dist in zip(lab[i].tolist(), d2[i].tolist()):
-            if dist != np.inf:
-                votes.setdefault(lbl, []).append(dist)
+        votes: dict[int, int] = {}
+        for lbl in lab[i][within].tolist():
+            votes[lbl] = votes.get(lbl, 0) + 1
         best, best_key = -1, None
-        for lbl, dists in votes.items():
+        for lbl, count in votes.items():
             if (i, lbl) in forbidden:
                 continue
             if groups_new is not None and groups_new[i] in photos_of.get(lbl, ()):
                 continue
-            key = (-len(dists), float(np.mean(dists)))
+            # mean over every neighbour of that label among the k, near or not: linkage to the
+            # label's nearest faces, not just to its single closest one
+            key = (-count, float(d2[i][lab[i] == lbl].mean()))
             if best_key is None or key < best_key:
                 best, best_key = lbl, key
         if best < 0 or best_key is None or best_key[1] > threshold:
             continue
-        if 2 * int((within & (lab[i] == best)).sum()) <= int(within.sum()):
-            continue
+        if 2 * -best_key[0] <= int(within.sum()):
+            continue  # no strict majority of the near neighbours
         result[i], scores[i] = best, best_key[1]
     if groups_new is not None:
         # Two new faces of one photo under one label: keep the closer one.
