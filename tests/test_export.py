@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_site import Library, make_library
 
 from facecluster.catalog import Catalog
 from facecluster.cli import cli
-from facecluster.errors import CatalogError, EXIT_PARTIAL
+from facecluster.errors import EXIT_PARTIAL, CatalogError
 from facecluster.export import export_people, safe_name
-from test_site import Library, make_library
 
 
 @pytest.fixture()
@@ -35,10 +35,17 @@ def test_symlink_mode_people_folders_with_unicode_and_collisions(library: Librar
     tree = _tree(out)
     ada = sorted(k for k in tree if k.startswith("Ada Lovelace/"))
     # Two photos are both called "ada 1.jpg": the second gets its photo id.
-    assert ada == ["Ada Lovelace/IMG_3.jpg", "Ada Lovelace/ada 1 (2).jpg", "Ada Lovelace/ada 1.jpg",
-                   "Ada Lovelace/group.jpg"]
+    assert ada == [
+        "Ada Lovelace/IMG_3.jpg",
+        "Ada Lovelace/ada 1 (2).jpg",
+        "Ada Lovelace/ada 1.jpg",
+        "Ada Lovelace/group.jpg",
+    ]
     assert sorted(k for k in tree if k.startswith("Zoë Ñúñez/")) == [
-        "Zoë Ñúñez/group.jpg", "Zoë Ñúñez/zoë 2.png", "Zoë Ñúñez/zoë.jpg"]
+        "Zoë Ñúñez/group.jpg",
+        "Zoë Ñúñez/zoë 2.png",
+        "Zoë Ñúñez/zoë.jpg",
+    ]
     assert "AC_DC/group.jpg" in tree  # the slash of "AC/DC" cannot be a folder separator
     for rel, path in tree.items():
         if "/" in rel:
@@ -67,8 +74,15 @@ def test_copy_mode_person_and_csv(library: Library, tmp_path: Path) -> None:
     finally:
         os.umask(old)
     tree = _tree(out)
-    assert sorted(tree) == [".facecluster-export.json", "Zoë Ñúñez/group.jpg", "Zoë Ñúñez/zoë 2.png",
-                            "Zoë Ñúñez/zoë.jpg", "faces.csv", "people.csv", "photos.csv"]
+    assert sorted(tree) == [
+        ".facecluster-export.json",
+        "Zoë Ñúñez/group.jpg",
+        "Zoë Ñúñez/zoë 2.png",
+        "Zoë Ñúñez/zoë.jpg",
+        "faces.csv",
+        "people.csv",
+        "photos.csv",
+    ]
     copy = out / "Zoë Ñúñez/zoë.jpg"
     assert not copy.is_symlink() and copy.read_bytes() == library.photos["zoe1"].read_bytes()
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tree.values())
@@ -91,8 +105,10 @@ def test_moved_photos_are_linked_where_they_are_now(library: Library, tmp_path: 
         db.execute("UPDATE photos SET path = ? WHERE path = ?", [str(moved), str(library.photos["ada3"])])
         # ada1: only the files table has seen the new path.
         pid = db.execute("SELECT id FROM photos WHERE path = ?", [str(library.photos["ada1"])]).fetchone()[0]
-        db.execute("INSERT INTO files (path, photo_id, size, mtime, seen_at) VALUES (?, ?, 1, 0, '2030-01-01')",
-                   [str(renamed), pid])
+        db.execute(
+            "INSERT INTO files (path, photo_id, size, mtime, seen_at) VALUES (?, ?, 1, 0, '2030-01-01')",
+            [str(renamed), pid],
+        )
         db.conn.commit()
         summary = export_people(catalog, tmp_path / "export", person="Ada Lovelace")
     out = tmp_path / "export/Ada Lovelace"
@@ -125,8 +141,9 @@ def test_rerun_is_idempotent_and_only_removes_its_own_files(library: Library, tm
         assert (again.created, again.unchanged, again.removed) == (0, 8, 0)
         # Ada's face in the group photo is moved to AC/DC: her link to it goes, the user's file stays.
         face = library.faces["A"][3]
-        catalog.db.execute("UPDATE faces SET person_id = ?, person_source = 'user' WHERE id = ?",
-                           [library.people["AC/DC"], face])
+        catalog.db.execute(
+            "UPDATE faces SET person_id = ?, person_source = 'user' WHERE id = ?", [library.people["AC/DC"], face]
+        )
         catalog.db.conn.commit()
         third = export_people(catalog, out)
     assert third.removed == 1 and not (out / "Ada Lovelace/group.jpg").exists()
@@ -146,15 +163,24 @@ def test_user_file_with_the_same_name_is_never_overwritten(library: Library, tmp
 def test_unknown_person_is_one_clear_error(library: Library, tmp_path: Path) -> None:
     with Catalog.open(library.db) as catalog, pytest.raises(CatalogError, match="no person named 'Nobody'"):
         export_people(catalog, tmp_path / "x", person="Nobody")
-    result = CliRunner().invoke(cli, ["--db", str(library.db), "export", "--out", str(tmp_path / "x"),
-                                      "--person", "Nobody"])
+    result = CliRunner().invoke(
+        cli, ["--db", str(library.db), "export", "--out", str(tmp_path / "x"), "--person", "Nobody"]
+    )
     assert result.exit_code == 1 and "Error: no person named 'Nobody'" in result.output
 
 
 @pytest.mark.parametrize(
     ("name", "safe"),
-    [("AC/DC", "AC_DC"), ("Zoë Ñúñez", "Zoë Ñúñez"), ("..", "_"), (".hidden", "_hidden"), ("a\nb\x00c", "a_b_c"),
-     ("  spaced. ", "spaced"), ("Zoe\u0308", "Zoë"), ("é" * 300, "é" * 100)],
+    [
+        ("AC/DC", "AC_DC"),
+        ("Zoë Ñúñez", "Zoë Ñúñez"),
+        ("..", "_"),
+        (".hidden", "_hidden"),
+        ("a\nb\x00c", "a_b_c"),
+        ("  spaced. ", "spaced"),
+        ("Zoe\u0308", "Zoë"),
+        ("é" * 300, "é" * 100),
+    ],
 )
 def test_safe_name(name: str, safe: str) -> None:
     assert safe_name(name) == safe

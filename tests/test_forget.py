@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_site import Library, make_library
 
 from facecluster.catalog import Catalog
 from facecluster.cli import cli
@@ -17,7 +18,6 @@ from facecluster.errors import CatalogError
 from facecluster.forget import forget_person, name_traces, plan_forget
 from facecluster.migrations import now
 from facecluster.site import build_site
-from test_site import Library, make_library
 
 NAME = "Ada Lovelace"
 
@@ -28,11 +28,15 @@ def library(tmp_path: Path) -> Library:
     with Catalog.open(lib.db) as catalog:
         db = catalog.db
         # One of Ada's cluster faces was moved by the user to AC/DC: that cluster must survive, unnamed.
-        db.execute("UPDATE faces SET person_id = ?, person_source = 'user' WHERE id = ?",
-                   [lib.people["AC/DC"], lib.faces["A"][3]])
+        db.execute(
+            "UPDATE faces SET person_id = ?, person_source = 'user' WHERE id = ?",
+            [lib.people["AC/DC"], lib.faces["A"][3]],
+        )
         # "This face of cluster C is not Ada": a row that names her.
-        db.execute("INSERT INTO face_rejections (face_id, person_id, created_at) VALUES (?, ?, ?)",
-                   [lib.faces["C"][0], lib.people[NAME], now()])
+        db.execute(
+            "INSERT INTO face_rejections (face_id, person_id, created_at) VALUES (?, ?, ?)",
+            [lib.faces["C"][0], lib.people[NAME], now()],
+        )
         db.conn.commit()
     return lib
 
@@ -75,8 +79,10 @@ def test_forget_deletes_rows_crops_vectors_and_emptied_clusters(library: Library
         assert db.execute("SELECT count(*) FROM people WHERE name = ?", [NAME]).fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM face_rejections").fetchone()[0] == 0
         # Cluster A keeps the face moved to AC/DC, no longer named; its size is right.
-        assert db.execute("SELECT person_id, size FROM clusters WHERE id = ?",
-                          [library.clusters["A"]]).fetchone() == (None, 1)
+        assert db.execute("SELECT person_id, size FROM clusters WHERE id = ?", [library.clusters["A"]]).fetchone() == (
+            None,
+            1,
+        )
         # Everyone else is intact.
         assert db.execute("SELECT count(*) FROM faces").fetchone()[0] == 13
         assert name_traces(db.conn, NAME) == []
@@ -105,8 +111,9 @@ def test_forget_the_last_face_deletes_the_cluster(library: Library) -> None:
     with Catalog.open(library.db) as catalog:
         summary = forget_person(catalog, "zoë ñúñez")  # case and accents as typed
         assert summary.name == "Zoë Ñúñez" and summary.faces == 3 and summary.clusters_deleted == 1
-        assert catalog.db.execute("SELECT count(*) FROM clusters WHERE id = ?",
-                                  [library.clusters["B"]]).fetchone()[0] == 0
+        assert (
+            catalog.db.execute("SELECT count(*) FROM clusters WHERE id = ?", [library.clusters["B"]]).fetchone()[0] == 0
+        )
         assert name_traces(catalog.db.conn, "Zoë Ñúñez") == []
 
 

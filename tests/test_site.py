@@ -77,7 +77,7 @@ def make_library(root: Path) -> Library:
         "lone": "lone.jpg",
     }
     photos = {key: photos_dir / rel for key, rel in names.items()}
-    for i, (key, path) in enumerate(photos.items()):
+    for i, path in enumerate(photos.values()):
         _photo(path, (40 + 20 * i, 80, 120))
     lib = Library(db=root / "catalog.db", photos=photos, people={}, clusters={})
     with Catalog.open(lib.db) as catalog:
@@ -90,34 +90,85 @@ def make_library(root: Path) -> Library:
         for key, path in photos.items():
             with Image.open(path) as im:
                 width, height = im.size
-            photo_ids[key] = db["photos"].insert(
-                {"hash": f"h-{key}", "path": str(path), "size": path.stat().st_size, "mtime": path.stat().st_mtime,
-                 "width": width, "height": height, "orientation": 1, "status": "detected", "n_faces": 1,
-                 "added_at": t, "updated_at": t}
-            ).last_pk
+            photo_ids[key] = (
+                db["photos"]
+                .insert(
+                    {
+                        "hash": f"h-{key}",
+                        "path": str(path),
+                        "size": path.stat().st_size,
+                        "mtime": path.stat().st_mtime,
+                        "width": width,
+                        "height": height,
+                        "orientation": 1,
+                        "status": "detected",
+                        "n_faces": 1,
+                        "added_at": t,
+                        "updated_at": t,
+                    }
+                )
+                .last_pk
+            )
             db["files"].insert({"path": str(path), "photo_id": photo_ids[key], "size": 1, "mtime": 0.0, "seen_at": t})
-        run = db["runs"].insert(
-            {"command": "label", "args": json.dumps({"cluster": 1, "name": "Ada Lovelace"}), "started_at": t,
-             "status": "ok"}
-        ).last_pk
+        run = (
+            db["runs"]
+            .insert(
+                {
+                    "command": "label",
+                    "args": json.dumps({"cluster": 1, "name": "Ada Lovelace"}),
+                    "started_at": t,
+                    "status": "ok",
+                }
+            )
+            .last_pk
+        )
         for key, person in (("A", "Ada Lovelace"), ("B", "Zoë Ñúñez"), ("C", None), ("D", None)):
-            lib.clusters[key] = db["clusters"].insert(
-                {"model_id": MODEL, "run_id": run, "person_id": lib.people.get(person or ""), "size": 0,
-                 "created_at": t}
-            ).last_pk
+            lib.clusters[key] = (
+                db["clusters"]
+                .insert(
+                    {
+                        "model_id": MODEL,
+                        "run_id": run,
+                        "person_id": lib.people.get(person or ""),
+                        "size": 0,
+                        "created_at": t,
+                    }
+                )
+                .last_pk
+            )
         centers = {k: rng.normal(size=4) for k in ("A", "B", "C", "D", "X", "Y")}
 
-        def face(key: str, photo: str, cluster: str | None, person: str | None = None, crop: bool = True,
-                 box: tuple[float, float, float, float] = (20, 20, 80, 90), ignored: int = 0) -> int:
+        def face(
+            key: str,
+            photo: str,
+            cluster: str | None,
+            person: str | None = None,
+            crop: bool = True,
+            box: tuple[float, float, float, float] = (20, 20, 80, 90),
+            ignored: int = 0,
+        ) -> int:
             color = tuple(int(v) for v in rng.integers(0, 255, size=3))
-            face_id = db["faces"].insert(
-                {"photo_id": photo_ids[photo], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
-                 "probability": float(rng.uniform(0.9, 1.0)), "crop": _crop(color) if crop else None,
-                 "crop_format": "png" if crop else None,
-                 "cluster_id": lib.clusters[cluster] if cluster else None,
-                 "person_id": lib.people[person] if person else None,
-                 "person_source": "user" if person else None, "ignored": ignored, "created_at": t}
-            ).last_pk
+            face_id = (
+                db["faces"]
+                .insert(
+                    {
+                        "photo_id": photo_ids[photo],
+                        "x1": box[0],
+                        "y1": box[1],
+                        "x2": box[2],
+                        "y2": box[3],
+                        "probability": float(rng.uniform(0.9, 1.0)),
+                        "crop": _crop(color) if crop else None,
+                        "crop_format": "png" if crop else None,
+                        "cluster_id": lib.clusters[cluster] if cluster else None,
+                        "person_id": lib.people[person] if person else None,
+                        "person_source": "user" if person else None,
+                        "ignored": ignored,
+                        "created_at": t,
+                    }
+                )
+                .last_pk
+            )
             vec = centers[cluster or "X"] + rng.normal(scale=0.1, size=4)
             vec = (vec / np.linalg.norm(vec)).astype(np.float32)
             db["embeddings"].insert(
@@ -141,15 +192,18 @@ def make_library(root: Path) -> Library:
         face("D", "d1", "D", box=(130, 40, 200, 120))
         face("Y", "lone", None)
         face("Y", "lone", None, box=(150, 60, 200, 110), ignored=1)
-        for key, cluster_id in lib.clusters.items():
-            db.execute("UPDATE clusters SET size = (SELECT count(*) FROM faces WHERE cluster_id = ?) WHERE id = ?",
-                       [cluster_id, cluster_id])
+        for cluster_id in lib.clusters.values():
+            db.execute(
+                "UPDATE clusters SET size = (SELECT count(*) FROM faces WHERE cluster_id = ?) WHERE id = ?",
+                [cluster_id, cluster_id],
+            )
         db.conn.commit()
     return lib
 
 
-def make_big_library(root: Path, n_faces: int = 100_000, n_clusters: int = 2_000, n_people: int = 200,
-                     dim: int = 512, seed: int = 0) -> Path:
+def make_big_library(
+    root: Path, n_faces: int = 100_000, n_clusters: int = 2_000, n_people: int = 200, dim: int = 512, seed: int = 0
+) -> Path:
     """A catalog shaped like a large library, for timing ``show``/``export``/``forget`` (not run by pytest).
 
     Two faces a photo, 160 px JPEG crops (1,000 distinct ones, reused), ``dim``-d float32 vectors,
@@ -165,7 +219,7 @@ def make_big_library(root: Path, n_faces: int = 100_000, n_clusters: int = 2_000
     base = photo_dir / "base.jpg"
     _photo(base, (90, 110, 130), size=(640, 480))
     crops = []
-    for i in range(1000):
+    for _ in range(1000):
         image = Image.new("RGB", (160, 160), tuple(int(v) for v in rng.integers(0, 255, 3)))
         ImageDraw.Draw(image).ellipse((30, 20, 130, 150), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
         buffer = io.BytesIO()
@@ -180,13 +234,19 @@ def make_big_library(root: Path, n_faces: int = 100_000, n_clusters: int = 2_000
     with Catalog.open(db_path) as catalog:
         conn = catalog.db.conn
         with conn:
-            conn.execute("INSERT INTO models (id, kind, dim, created_at) VALUES (?, 'pretrained', ?, ?)", [MODEL, dim, t])
+            conn.execute(
+                "INSERT INTO models (id, kind, dim, created_at) VALUES (?, 'pretrained', ?, ?)", [MODEL, dim, t]
+            )
             for p in range(n_people):
-                conn.execute("INSERT INTO people (id, name, created_at) VALUES (?, ?, ?)", [p + 1, f"Person {p + 1}", t])
+                conn.execute(
+                    "INSERT INTO people (id, name, created_at) VALUES (?, ?, ?)", [p + 1, f"Person {p + 1}", t]
+                )
             for c in range(n_clusters):
                 person = c + 1 if c < n_people else None
-                conn.execute("INSERT INTO clusters (id, model_id, person_id, size, created_at) VALUES (?, ?, ?, ?, ?)",
-                             [c + 1, MODEL, person, int((labels == c).sum()), t])
+                conn.execute(
+                    "INSERT INTO clusters (id, model_id, person_id, size, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [c + 1, MODEL, person, int((labels == c).sum()), t],
+                )
             n_photos = (n_faces + 1) // 2
             for p in range(n_photos):
                 path = photo_dir / f"{p // 1000}" / f"IMG_{p:06d}.jpg"
@@ -235,8 +295,14 @@ def test_site_lists_every_group_with_pages_thumbs_and_photo_boxes(library: Libra
     assert summary.faces == 15  # 16 faces, one ignored
     assert summary.thumbs_made == 15 and summary.thumbs_failed == 0
     index = (out / "index.html").read_text()
-    for slug in ("person-1", "person-2", "person-3", f"cluster-{library.clusters['C']}",
-                 f"cluster-{library.clusters['D']}", "unclustered"):
+    for slug in (
+        "person-1",
+        "person-2",
+        "person-3",
+        f"cluster-{library.clusters['C']}",
+        f"cluster-{library.clusters['D']}",
+        "unclustered",
+    ):
         assert f'id="{slug}"' in index
         assert (out / "groups" / f"{'unclustered' if slug == 'unclustered' else slug}.html").exists()
     # People first (largest first), then clusters by size.
@@ -362,9 +428,11 @@ def test_quantised_vectors_pick_the_same_representative(library: Library, tmp_pa
         rows = catalog.db.execute("SELECT face_id, vector FROM embeddings").fetchall()
         X = np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows])
         codes, scale = quantize(X)
-        for (face_id, _), c, s in zip(rows, codes, scale):
-            catalog.db.execute("UPDATE embeddings SET dtype = 'uint8', scale = ?, vector = ? WHERE face_id = ?",
-                               [float(s), c.tobytes(), face_id])
+        for (face_id, _), c, s in zip(rows, codes, scale, strict=True):
+            catalog.db.execute(
+                "UPDATE embeddings SET dtype = 'uint8', scale = ?, vector = ? WHERE face_id = ?",
+                [float(s), c.tobytes(), face_id],
+            )
         catalog.db.conn.commit()
         build_site(catalog, tmp_path / "uint8")
     first = re.findall(r'alt="face (\d+)"', (tmp_path / "float/index.html").read_text())
@@ -375,8 +443,13 @@ def test_person_page_shows_the_label_commands(library: Library, tmp_path: Path) 
     with Catalog.open(library.db) as catalog:
         build_site(catalog, tmp_path / "site")
     page = (tmp_path / f"site/groups/person-{library.people['Zoë Ñúñez']}.html").read_text()
-    for text in ("label CLUSTER 'Zoë Ñúñez'", "label --rename 'Zoë Ñúñez' NEW", "label --merge 'Zoë Ñúñez' OTHER",
-                 "forget 'Zoë Ñúñez'", f"label --reject {library.faces['B'][0]}"):
+    for text in (
+        "label CLUSTER 'Zoë Ñúñez'",
+        "label --rename 'Zoë Ñúñez' NEW",
+        "label --merge 'Zoë Ñúñez' OTHER",
+        "forget 'Zoë Ñúñez'",
+        f"label --reject {library.faces['B'][0]}",
+    ):
         assert html.escape(f"facecluster {text}") in page, text
     cluster = (tmp_path / f"site/groups/cluster-{library.clusters['C']}.html").read_text()
     assert f"label --ignore-cluster {library.clusters['C']}" in cluster

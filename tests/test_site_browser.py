@@ -20,12 +20,12 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from PIL import Image, ImageDraw
+from test_site import Library, make_library
 
 from facecluster.catalog import Catalog
 from facecluster.config import SiteConfig
 from facecluster.migrations import now
 from facecluster.site import build_site
-from test_site import Library, make_library
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -48,7 +48,8 @@ PROBE = """
 (async () => {
   const imgs = [...document.images];
   imgs.forEach(i => { i.loading = 'eager'; });
-  const wait = i => i.complete ? null : new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); });
+  const wait = i => i.complete ? null
+    : new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); });
   await Promise.race([Promise.all(imgs.map(wait)), new Promise(r => setTimeout(r, 5000))]);
   return {
     images: imgs.map(i => [i.currentSrc || i.src, i.naturalWidth]),
@@ -98,8 +99,9 @@ class DevTools:
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 20) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None, timeout: float = 20
+    ) -> dict[str, Any]:
         self._next += 1
         msg: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
         if session:
@@ -141,16 +143,43 @@ def _add_rotated_and_tiff_photos(library: Library) -> dict[str, int]:
     Image.new("RGB", (200, 150), (120, 40, 40)).save(tiff, "TIFF")
     ids = {}
     with Catalog.open(library.db) as catalog:
-        for key, path, (w, h), box in (("rotated", rotated, (160, 240), (80, 150, 140, 220)),
-                                       ("tiff", tiff, (200, 150), (20, 20, 80, 90))):
+        for key, path, (w, h), box in (
+            ("rotated", rotated, (160, 240), (80, 150, 140, 220)),
+            ("tiff", tiff, (200, 150), (20, 20, 80, 90)),
+        ):
             t = now()
-            ids[key] = catalog.db["photos"].insert(
-                {"hash": key, "path": str(path), "size": 1, "mtime": 0.0, "width": w, "height": h, "orientation": 1,
-                 "status": "detected", "n_faces": 1, "added_at": t, "updated_at": t}
-            ).last_pk
+            ids[key] = (
+                catalog.db["photos"]
+                .insert(
+                    {
+                        "hash": key,
+                        "path": str(path),
+                        "size": 1,
+                        "mtime": 0.0,
+                        "width": w,
+                        "height": h,
+                        "orientation": 1,
+                        "status": "detected",
+                        "n_faces": 1,
+                        "added_at": t,
+                        "updated_at": t,
+                    }
+                )
+                .last_pk
+            )
             catalog.db["faces"].insert(
-                {"photo_id": ids[key], "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3], "probability": 0.99,
-                 "crop": None, "cluster_id": None, "ignored": 0, "created_at": t}
+                {
+                    "photo_id": ids[key],
+                    "x1": box[0],
+                    "y1": box[1],
+                    "x2": box[2],
+                    "y2": box[3],
+                    "probability": 0.99,
+                    "crop": None,
+                    "cluster_id": None,
+                    "ignored": 0,
+                    "created_at": t,
+                }
             )
         catalog.db.conn.commit()
     return ids
@@ -168,7 +197,9 @@ def test_site_in_headless_chromium(tmp_path: Path) -> None:
     out = tmp_path / "site"
     with Catalog.open(library.db) as catalog:
         summary = build_site(catalog, out, config=SiteConfig(faces_per_page=3))
-        cluster_ids = [r[0] for r in catalog.db.execute("SELECT DISTINCT cluster_id FROM faces WHERE cluster_id IS NOT NULL")]
+        cluster_ids = [
+            r[0] for r in catalog.db.execute("SELECT DISTINCT cluster_id FROM faces WHERE cluster_id IS NOT NULL")
+        ]
     pages = sorted(out.rglob("*.html"))
     browser = DevTools(tmp_path / "chromium-profile")
     requests: list[str] = []
@@ -177,8 +208,11 @@ def test_site_in_headless_chromium(tmp_path: Path) -> None:
         session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for method in ("Page.enable", "Network.enable", "Runtime.enable"):
             browser.send(method, session=session)
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         results = {}
         for page in pages:
             browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
@@ -197,14 +231,17 @@ def test_site_in_headless_chromium(tmp_path: Path) -> None:
                 png = ARTIFACTS / "site-index.png"
                 png.write_bytes(base64.b64decode(shot["data"]))
                 print(f"screenshot of the index: {png}")
-        requests = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+        requests = [
+            e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"
+        ]
     finally:
         browser.close()
 
     index = results[out / "index.html"]
     # The index lists every person and cluster.
-    expected = {f"person-{pid}" for pid in library.people.values()} | {f"cluster-{cid}" for cid in cluster_ids
-                                                                        if cid not in (library.clusters["A"], library.clusters["B"])}
+    expected = {f"person-{pid}" for pid in library.people.values()} | {
+        f"cluster-{cid}" for cid in cluster_ids if cid not in (library.clusters["A"], library.clusters["B"])
+    }
     assert expected | {"unclustered"} == set(index["cards"])
     n_images = 0
     for page, value in results.items():

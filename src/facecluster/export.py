@@ -67,7 +67,7 @@ class ExportSummary:
 def current_photo_path(conn: sqlite3.Connection, photo_id: int) -> Path | None:
     """Where the photo's file is now: ``photos.path``, else the latest existing path in ``files``.
 
-        current_photo_path(catalog.db.conn, 17)   # Path('/home/me/Pictures/2019/a.jpg') or None
+    current_photo_path(catalog.db.conn, 17)   # Path('/home/me/Pictures/2019/a.jpg') or None
     """
     row = conn.execute("SELECT path FROM photos WHERE id = ?", [photo_id]).fetchone()
     candidates = [row[0]] if row else []
@@ -94,9 +94,7 @@ def safe_name(name: str, fallback: str = "_") -> str:
         safe_name("..")           # '_'
     """
     text = unicodedata.normalize("NFC", name)
-    text = "".join(
-        "_" if ch in '/\\' or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text
-    )
+    text = "".join("_" if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
     text = text.strip().rstrip(".")  # trailing dots and spaces vanish on some file systems
     if text.startswith("."):
         text = "_" + text[1:]
@@ -138,7 +136,7 @@ def _fold(name: str) -> str:
 def find_person(conn: sqlite3.Connection, name: str) -> tuple[int, str]:
     """``(id, name)`` of the person called ``name``: exact, else the one equal ignoring case and accents' form.
 
-        find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
+    find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
     """
     row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
     if row is not None:
@@ -163,8 +161,20 @@ def _faces(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         SELECT f.id, f.photo_id, f.x1, f.y1, f.x2, f.y2, f.probability, f.cluster_id,
                {PERSON_OF_FACE} AS person_id, f.person_source, f.ignored
         FROM faces f LEFT JOIN clusters c ON c.id = f.cluster_id ORDER BY f.id"""
-    cols = ["id", "photo_id", "x1", "y1", "x2", "y2", "probability", "cluster_id", "person_id", "person_source", "ignored"]
-    return [dict(zip(cols, row)) for row in conn.execute(sql)]
+    cols = [
+        "id",
+        "photo_id",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "probability",
+        "cluster_id",
+        "person_id",
+        "person_source",
+        "ignored",
+    ]
+    return [dict(zip(cols, row, strict=True)) for row in conn.execute(sql)]
 
 
 def _serialise(records: list[dict[str, Any]], fmt: str) -> str:
@@ -175,7 +185,9 @@ def _serialise(records: list[dict[str, Any]], fmt: str) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in records:
-        writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+        writer.writerow(
+            {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+        )
     return buffer.getvalue()
 
 
@@ -228,8 +240,10 @@ def export_people(
 
     # Folder names: safe, unique case-insensitively, stable across runs (ordered by name then id).
     all_people = list(conn.execute("SELECT id, name FROM people ORDER BY name COLLATE NOCASE, id"))
-    taken_dirs = {name.casefold() for name in (MANIFEST, "people.jsonl", "photos.jsonl", "faces.jsonl",
-                                                "people.csv", "photos.csv", "faces.csv")}
+    taken_dirs = {
+        name.casefold()
+        for name in (MANIFEST, "people.jsonl", "photos.jsonl", "faces.jsonl", "people.csv", "photos.csv", "faces.csv")
+    }
     folder_of = {pid: _unique(safe_name(name), "", str(pid), taken_dirs) for pid, name in all_people}
 
     paths: dict[int, Path | None] = {}
@@ -262,8 +276,14 @@ def export_people(
             entries[rel] = str(source)
             work.append((rel, source))
         people_records.append(
-            {"id": pid, "name": name, "folder": folder, "faces": faces_of[pid], "photos": len(photos_of[pid]),
-             "missing": missing}
+            {
+                "id": pid,
+                "name": name,
+                "folder": folder,
+                "faces": faces_of[pid],
+                "photos": len(photos_of[pid]),
+                "missing": missing,
+            }
         )
     summary.photos = len(work)
 
@@ -285,8 +305,8 @@ def export_people(
 
     # Entries of earlier runs that are no longer wanted (only for the people exported this time).
     scope = {folder_of[pid] for pid, _ in people}
-    kept = {}
-    for rel, source in old.items():
+    kept: dict[str, str] = {}
+    for rel, old_source in old.items():
         if rel in entries:
             continue
         if rel.split("/", 1)[0] in scope or rel.split("/", 1)[0] not in folder_of.values():
@@ -299,7 +319,7 @@ def export_people(
             except OSError:
                 pass
         else:
-            kept[rel] = source
+            kept[rel] = old_source
     write_private_text(out / MANIFEST, json.dumps({"entries": {**kept, **entries}}, ensure_ascii=False, indent=0))
 
     # Data files for other tools. With --person they hold only that person's faces and photos.
@@ -320,9 +340,17 @@ def export_people(
             paths[pid] = current_photo_path(conn, pid)
         current = paths[pid]
         photo_records.append(
-            {"id": pid, "hash": row[1], "path": str(current) if current else row[2], "found": current is not None,
-             "width": row[3], "height": row[4], "status": row[5], "n_faces": row[6],
-             "people": sorted(photo_people.get(pid, ()))}
+            {
+                "id": pid,
+                "hash": row[1],
+                "path": str(current) if current else row[2],
+                "found": current is not None,
+                "width": row[3],
+                "height": row[4],
+                "status": row[5],
+                "n_faces": row[6],
+                "people": sorted(photo_people.get(pid, ())),
+            }
         )
     for stem, records in (("people", people_records), ("photos", photo_records), ("faces", faces)):
         path = out / f"{stem}.{fmt}"

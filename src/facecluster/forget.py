@@ -57,7 +57,7 @@ def _in(ids: list[int]) -> str:
 def plan_forget(catalog: Catalog, name: str) -> ForgetSummary:
     """Count what ``forget_person`` would delete for ``name``; change nothing.
 
-        plan_forget(catalog, "Ada").faces   # 42
+    plan_forget(catalog, "Ada").faces   # 42
     """
     conn = catalog.db.conn
     person_id, real_name = find_person(conn, name)
@@ -77,7 +77,9 @@ def plan_forget(catalog: Catalog, name: str) -> ForgetSummary:
         summary.vectors += conn.execute(
             f"SELECT count(*) FROM embeddings WHERE face_id IN ({_in(part)})", part
         ).fetchone()[0]
-    summary.rejections = conn.execute("SELECT count(*) FROM face_rejections WHERE person_id = ?", [person_id]).fetchone()[0]
+    summary.rejections = conn.execute(
+        "SELECT count(*) FROM face_rejections WHERE person_id = ?", [person_id]
+    ).fetchone()[0]
     for cluster_id in _clusters(conn, person_id, face_ids):
         remaining = _remaining(conn, cluster_id, set(face_ids))
         if remaining:
@@ -136,7 +138,9 @@ def name_traces(conn: sqlite3.Connection, name: str) -> list[str]:
         name_traces(conn, "Ada")   # ['photos.path']
     """
     hits = []
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    tables = [
+        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    ]
     for table in tables:
         for _, column, decl, *_ in conn.execute(f'PRAGMA table_info("{table}")'):
             if "BLOB" in (decl or "").upper():
@@ -161,7 +165,7 @@ def _check_site(site: Path) -> None:
 def remove_site_files(site: Path, person_id: int, face_ids: list[int]) -> int:
     """Delete a person's sheet pages and face thumbnails from a ``facecluster show`` site; return how many.
 
-        remove_site_files(Path("site"), 3, [17, 18])
+    remove_site_files(Path("site"), 3, [17, 18])
     """
     _check_site(site)
     removed = 0

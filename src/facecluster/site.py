@@ -166,7 +166,7 @@ ORDER BY f.id
 def load_faces(db: sqlite3.Connection) -> list[Face]:
     """Every face the site shows, with the person it belongs to (its own, else its cluster's).
 
-        faces = load_faces(catalog.db.conn)
+    faces = load_faces(catalog.db.conn)
     """
     faces = []
     for fid, pid, x1, y1, x2, y2, prob, cid, person, created in db.execute(_FACES_SQL):
@@ -178,7 +178,7 @@ def load_faces(db: sqlite3.Connection) -> list[Face]:
 def group_faces(db: sqlite3.Connection, faces: Sequence[Face]) -> list[Group]:
     """People (by size), then unnamed clusters (by size), then the unclustered faces.
 
-        groups = group_faces(conn, load_faces(conn))
+    groups = group_faces(conn, load_faces(conn))
     """
     names = dict(db.execute("SELECT id, name FROM people"))
     people: dict[int, Group] = {}
@@ -189,7 +189,9 @@ def group_faces(db: sqlite3.Connection, faces: Sequence[Face]) -> list[Group]:
             name = names.get(face.person_id, f"person {face.person_id}")
             group = people.setdefault(face.person_id, Group("person", face.person_id, name, name=name))
         elif face.cluster_id is not None:
-            group = clusters.setdefault(face.cluster_id, Group("cluster", face.cluster_id, f"Cluster {face.cluster_id}"))
+            group = clusters.setdefault(
+                face.cluster_id, Group("cluster", face.cluster_id, f"Cluster {face.cluster_id}")
+            )
         else:
             group = rest
         group.faces.append(face)
@@ -365,7 +367,9 @@ def make_thumbs(
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1d1d1f; --bg: #fafafa; --card: #fff; --muted: #666; --accent: #0a66c2; }
-@media (prefers-color-scheme: dark) { :root { --fg: #eee; --bg: #161616; --card: #222; --muted: #aaa; --accent: #6cb4ff; } }
+@media (prefers-color-scheme: dark) {
+  :root { --fg: #eee; --bg: #161616; --card: #222; --muted: #aaa; --accent: #6cb4ff; }
+}
 * { box-sizing: border-box; }
 body { margin: 0 auto; max-width: 1400px; padding: 1rem 1.5rem 3rem; font: 15px/1.4 system-ui, sans-serif;
        color: var(--fg); background: var(--bg); }
@@ -391,8 +395,10 @@ details summary { cursor: pointer; color: var(--muted); font-size: 12px; }
 .photo svg { position: absolute; inset: 0; width: 100%; height: 100%; }
 .photo rect { fill: none; stroke: #ffd400; stroke-width: 3; vector-effect: non-scaling-stroke; }
 .photo g:target rect { stroke: #ff2d55; stroke-width: 5; }
-.photo text { fill: #ffd400; font: bold 14px system-ui, sans-serif; paint-order: stroke; stroke: #000; stroke-width: 3px; }
-.missing { display: grid; place-items: center; aspect-ratio: 1; background: #8883; color: var(--muted); font-size: 12px; }
+.photo text { fill: #ffd400; font: bold 14px system-ui, sans-serif; paint-order: stroke; stroke: #000;
+              stroke-width: 3px; }
+.missing { display: grid; place-items: center; aspect-ratio: 1; background: #8883; color: var(--muted);
+           font-size: 12px; }
 table.faces td { padding: 4px 8px; vertical-align: top; }
 table.faces img { width: 72px; height: 72px; border-radius: 4px; }
 """
@@ -405,13 +411,13 @@ def _e(text: object) -> str:
 def _page(title: str, body: str, depth: int) -> str:
     up = "../" * depth
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # Nothing may leave the machine: the policy blocks any network load even if a path slipped in.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src 'self' file: data:; "
         "style-src 'self' file: 'unsafe-inline'\">"
         '<meta name="referrer" content="no-referrer">'
-        f"<title>{_e(title)}</title><link rel=\"stylesheet\" href=\"{up}style.css\"></head>\n"
+        f'<title>{_e(title)}</title><link rel="stylesheet" href="{up}style.css"></head>\n'
         f"<body>\n{body}\n</body></html>\n"
     )
 
@@ -433,10 +439,7 @@ def _pager(links: list[str], current: int, depth_prefix: str) -> str:
 def _thumb_img(face: Face, failed: set[int], up: str, size: int) -> str:
     if face.id in failed:
         return f'<div class="missing">no image<br>face {face.id}</div>'
-    return (
-        f'<img src="{up}{_e(thumb_path(face))}" loading="lazy" width="{size}" height="{size}" '
-        f'alt="face {face.id}">'
-    )
+    return f'<img src="{up}{_e(thumb_path(face))}" loading="lazy" width="{size}" height="{size}" alt="face {face.id}">'
 
 
 def _photo_page_path(photo_id: int) -> str:
@@ -466,7 +469,7 @@ def render_index(groups: Sequence[Group], failed: set[int], config: SiteConfig, 
                     body.append("</div>")
                 kind = group.kind
                 heading = {"person": "People", "cluster": "Unnamed clusters", "unclustered": "Not clustered"}[kind]
-                body.append(f"<h2>{heading}</h2>\n<div class=\"grid\">")
+                body.append(f'<h2>{heading}</h2>\n<div class="grid">')
             rep = group.faces[0]
             count = len(group.faces)
             body.append(
@@ -513,9 +516,7 @@ def _face_commands(face: Face, commands: LabelCommands) -> str:
     return "".join(_cmd(line) for line in lines)
 
 
-def render_sheets(
-    group: Group, failed: set[int], config: SiteConfig, commands: LabelCommands
-) -> list[tuple[str, str]]:
+def render_sheets(group: Group, failed: set[int], config: SiteConfig, commands: LabelCommands) -> list[tuple[str, str]]:
     """The contact-sheet pages of one group as ``(site-relative path, html)``."""
     per = config.faces_per_page
     chunks = [group.faces[i : i + per] for i in range(0, len(group.faces), per)]
@@ -527,7 +528,8 @@ def render_sheets(
             photo = f"../{_photo_page_path(face.photo_id)}#face-{face.id}"
             score = "" if np.isnan(face.score) else f" &middot; sim {face.score:.2f}"
             figures.append(
-                f'<figure id="face-{face.id}"><a href="{_e(photo)}">{_thumb_img(face, failed, "../", config.thumb_size)}</a>'
+                f'<figure id="face-{face.id}"><a href="{_e(photo)}">'
+                f'{_thumb_img(face, failed, "../", config.thumb_size)}</a>'
                 f"<figcaption>face {face.id}{score}<details><summary>commands</summary>"
                 f"{_face_commands(face, commands)}</details></figcaption></figure>"
             )
@@ -587,7 +589,7 @@ def render_photo(
         )
     body = (
         f'<p class="crumbs"><a href="../../index.html">All people</a> &rsaquo; photo {photo_id}</p>'
-        f"<h1>Photo {photo_id}</h1><p class=\"muted\">{name}</p>{picture}"
+        f'<h1>Photo {photo_id}</h1><p class="muted">{name}</p>{picture}'
         f'<table class="faces">{"".join(rows)}</table>'
     )
     return _page(f"photo {photo_id}", body, 2)
@@ -711,10 +713,10 @@ def build_site(
             if path.suffix.lower() in WEB_SUFFIXES:
                 url = path.absolute().as_uri()
             else:
-                rel = _preview(out, photo_id, path, config, summary)
-                if rel is not None:
-                    written.add(rel)
-                    url = f"../../{rel}"
+                preview = _preview(out, photo_id, path, config, summary)
+                if preview is not None:
+                    written.add(preview)
+                    url = f"../../{preview}"
         size = _photo_size(conn, photo_id, path) if url is not None else None
         entries = sorted(face_group[photo_id], key=lambda fg: fg[0].id)
         write(_photo_page_path(photo_id), render_photo(photo_id, path, url, size, entries, failed, commands, config))
@@ -728,7 +730,7 @@ def build_site(
 def prune(out: Path, keep: set[str]) -> int:
     """Remove files under the site's own folders that are not in ``keep``; return how many.
 
-        prune(Path("site"), {"index.html", "thumbs/0/1-abc.jpg"})
+    prune(Path("site"), {"index.html", "thumbs/0/1-abc.jpg"})
     """
     removed = 0
     for top in ["index*.html"]:
@@ -740,7 +742,7 @@ def prune(out: Path, keep: set[str]) -> int:
         root = out / folder
         if not root.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for dirpath, _dirs, filenames in os.walk(root, topdown=False):
             for name in filenames:
                 full = Path(dirpath) / name
                 if full.relative_to(out).as_posix() not in keep:
@@ -749,4 +751,3 @@ def prune(out: Path, keep: set[str]) -> int:
             if Path(dirpath) != root and not os.listdir(dirpath):
                 os.rmdir(dirpath)
     return removed
-

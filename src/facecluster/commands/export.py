@@ -32,9 +32,7 @@ from facecluster.output import emit_json
 @quiet_option
 @json_option
 @click.pass_context
-def command(
-    ctx: click.Context, out: Path, mode: str, person: str | None, fmt: str, quiet: bool, as_json: bool
-) -> None:
+def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: str, quiet: bool, as_json: bool) -> None:
     """Write a folder per named person with links (or copies) of their photos, plus data files.
 
     Photos that moved are linked at their current place; photos whose file is gone are reported
