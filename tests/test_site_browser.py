@@ -116,13 +116,17 @@ class DevTools:
                 return reply["result"]
             self.events.append(reply)
 
-    def wait_event(self, method: str, session: str, timeout: float = 20) -> dict[str, Any]:
+    def load(self, url: str, session: str, timeout: float = 20) -> None:
+        """Navigate and wait until that very document has finished loading (not a stale load event)."""
+        self.send("Page.navigate", {"url": url}, session=session)
+        check = "document.readyState === 'complete' ? location.href : ''"
         deadline = time.monotonic() + timeout
-        while True:
-            for i, event in enumerate(self.events):
-                if event.get("method") == method and event.get("sessionId") == session:
-                    return self.events.pop(i)
-            self.events.append(self._read(deadline))
+        while time.monotonic() < deadline:
+            reply = self.send("Runtime.evaluate", {"expression": check, "returnByValue": True}, session=session)
+            if reply["result"].get("value") == url:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{url} did not finish loading")
 
     def close(self) -> None:
         self.proc.kill()
@@ -215,16 +219,15 @@ def test_site_in_headless_chromium(tmp_path: Path) -> None:
         )
         results = {}
         for page in pages:
-            browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
-            browser.wait_event("Page.loadEventFired", session)
+            browser.load(page.as_uri(), session)
             value = browser.send(
                 "Runtime.evaluate", {"expression": PROBE, "awaitPromise": True, "returnByValue": True}, session=session
             )["result"]["value"]
             results[page] = value
             if page == out / "index.html":
-                # Reload the index so the screenshot shows it as a user first sees it (lazy images in view).
-                browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
-                browser.wait_event("Page.loadEventFired", session)
+                # Load the index afresh so the screenshot shows it as a user first sees it (lazy images in view).
+                browser.load("about:blank", session)
+                browser.load(page.as_uri(), session)
                 browser.send("Runtime.evaluate", {"expression": PROBE, "awaitPromise": True}, session=session)
                 shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
                 ARTIFACTS.mkdir(exist_ok=True)
