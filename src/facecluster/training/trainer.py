@@ -97,7 +97,14 @@ def build_model(dim: int, base: BaseModel, dropout: float, device: torch.device)
 
         model = build_model(128, BaseModel(load_state_dict(path), "casia"), 0.2, torch.device("cpu"))
     """
-    model = InceptionResnetV1(embedding_dim=dim, dropout=dropout)
+    # Built on the meta device, then materialised: skips initialising 23M weights that are overwritten.
+    with torch.device("meta"):
+        model = InceptionResnetV1(embedding_dim=dim, dropout=dropout, device="meta")
+    model = model.to_empty(device="cpu")
+    for module in model.modules():
+        if base.state_dict is None or module in (model.last_linear, model.last_bn):
+            if hasattr(module, "reset_parameters") and module is not model:
+                module.reset_parameters()
     if base.state_dict is not None:
         own = model.state_dict()
         backbone = {k: v for k, v in base.state_dict.items() if not k.startswith(HEAD_PREFIXES)}
@@ -253,6 +260,23 @@ class _Embedder:
             self.model.train(was_training)
 
 
+def _base_embeddings(model: InceptionResnetV1, base: Mapping[str, torch.Tensor], frozen: bool, dev: torch.device,
+                     flip: bool, val: ValidationSet, val_feats: torch.Tensor | None) -> np.ndarray:
+    """Validation embeddings of the base model itself (its own embedding layer on the same backbone)."""
+    head = {k: v for k, v in base.items() if k.startswith(("last_linear.", "last_bn."))}
+    saved = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("last_linear.", "last_bn."))}
+    linear, bn = model.last_linear, model.last_bn
+    dim = int(base["last_linear.weight"].shape[0])
+    model.last_linear = nn.Linear(FEATURE_DIM, dim, bias=False).to(dev)
+    model.last_bn = nn.BatchNorm1d(dim, eps=bn.eps, momentum=bn.momentum).to(dev)
+    try:
+        model.load_state_dict({**{k: v for k, v in model.state_dict().items()}, **head})
+        return _Embedder(model, frozen, dev, flip)(val, val_feats)
+    finally:
+        model.last_linear, model.last_bn = linear, bn
+        model.load_state_dict({**model.state_dict(), **saved})
+
+
 def validate(embeddings: np.ndarray, val: ValidationSet) -> dict[str, Any]:
     """Verification accuracy (k-fold) and VAL at FAR 1e-3 on the validation pairs (``evaluate.py``'s protocol).
 
@@ -314,11 +338,8 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
             model, crops, dev, flip=flip, progress=progress, stage=stage), base.name, flips=True)
     baseline = None
     if val is not None and base.state_dict is not None and "last_linear.weight" in base.state_dict:
-        base_model = build_model(int(base.state_dict["last_linear.weight"].shape[0]), base, config.dropout, dev)
-        base_model.load_state_dict(dict(base.state_dict), strict=False)
-        baseline = validate(_Embedder(base_model, frozen, dev, flip_val)(val, val_feats), val)
-        baseline["dim"] = base_model.embedding_dim
-        del base_model
+        baseline = validate(_base_embeddings(model, base.state_dict, frozen, dev, flip_val, val, val_feats), val)
+        baseline["dim"] = int(base.state_dict["last_linear.weight"].shape[0])
 
     start_epoch = 1
     state_at_start: dict[str, Any] = {}
