@@ -25,7 +25,7 @@ def read_image(path: Path) -> Any:
     """Decode one photo to (H, W, 3) uint8 RGB with EXIF orientation applied (``facecluster.images``)."""
     from facecluster.images import load_image
 
-    return load_image(path, max_side=DetectConfig().max_side)
+    return load_image(path, max_side=DetectConfig().max_side).pixels
 
 
 @click.command("lfw")
