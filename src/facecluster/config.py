@@ -41,7 +41,7 @@ class ClusterConfig:
     """Clustering defaults (tuned and documented in docs/)."""
 
     method: str = "agglomerative"  # agglomerative (average linkage on a graph) | hdbscan
-    threshold: float = 1.0  # squared L2: merge while the mean squared distance between clusters <= this
+    threshold: float = 1.15  # squared L2: merge while the mean between clusters <= this (docs/clustering.md)
     min_cluster_size: int = 2
     min_probability: float = 0.9
     min_face_px: int = 20
