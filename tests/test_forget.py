@@ -169,3 +169,26 @@ def test_wrong_site_folder_is_refused_before_anything_is_deleted(library: Librar
     assert result.exit_code == 1 and "is not a facecluster site" in result.output
     with Catalog.open(library.db) as catalog:
         assert catalog.db.execute("SELECT count(*) FROM people WHERE name = ?", [NAME]).fetchone()[0] == 1
+
+
+def test_default_site_is_cleaned_without_site_option(library: Library) -> None:
+    from facecluster.commands.show import default_site_dir
+
+    assert CliRunner().invoke(cli, ["--db", str(library.db), "show", "-q"]).exit_code == 0
+    site = default_site_dir()
+    page = site / f"groups/person-{library.people[NAME]}.html"
+    assert page.exists()
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "forget", NAME, "--yes"])
+    assert result.exit_code == 0, result.output
+    assert f"from {site} and refreshed it" in result.stderr
+    assert not page.exists()
+    assert not any(NAME in p.read_text() for p in site.rglob("*.html"))
+
+
+def test_site_of_another_catalog_is_refused(library: Library, tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "other.db") as other:
+        build_site(other, tmp_path / "other-site")
+    result = CliRunner().invoke(
+        cli, ["--db", str(library.db), "forget", NAME, "--yes", "--site", str(tmp_path / "other-site")]
+    )
+    assert result.exit_code == 1 and "shows the catalog" in result.output

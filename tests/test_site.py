@@ -480,3 +480,14 @@ def test_show_open_launches_the_index(library: Library, tmp_path: Path, monkeypa
     result = CliRunner().invoke(cli, ["--db", str(library.db), "show", "--out", str(tmp_path / "s"), "--open"])
     assert result.exit_code == 0, result.output
     assert launched == [str(tmp_path / "s" / "index.html")]
+
+
+def test_a_site_folder_shows_one_catalog(library: Library, tmp_path: Path) -> None:
+    from facecluster.errors import DataError
+    from facecluster.site import site_catalog
+
+    with Catalog.open(library.db) as catalog:
+        build_site(catalog, tmp_path / "site")
+    assert site_catalog(tmp_path / "site") == str(library.db)
+    with Catalog.open(tmp_path / "other.db") as other, pytest.raises(DataError, match="shows the catalog"):
+        build_site(other, tmp_path / "site")

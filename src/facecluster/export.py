@@ -67,7 +67,7 @@ class ExportSummary:
 def current_photo_path(conn: sqlite3.Connection, photo_id: int) -> Path | None:
     """Where the photo's file is now: ``photos.path``, else the latest existing path in ``files``.
 
-    current_photo_path(catalog.db.conn, 17)   # Path('/home/me/Pictures/2019/a.jpg') or None
+        current_photo_path(catalog.db.conn, 17)   # Path('/home/me/Pictures/2019/a.jpg') or None
     """
     row = conn.execute("SELECT path FROM photos WHERE id = ?", [photo_id]).fetchone()
     candidates = [row[0]] if row else []
@@ -136,7 +136,7 @@ def _fold(name: str) -> str:
 def find_person(conn: sqlite3.Connection, name: str) -> tuple[int, str]:
     """``(id, name)`` of the person called ``name``: exact, else the one equal ignoring case and accents' form.
 
-    find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
+        find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
     """
     row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
     if row is not None:

@@ -57,7 +57,7 @@ def _in(ids: list[int]) -> str:
 def plan_forget(catalog: Catalog, name: str) -> ForgetSummary:
     """Count what ``forget_person`` would delete for ``name``; change nothing.
 
-    plan_forget(catalog, "Ada").faces   # 42
+        plan_forget(catalog, "Ada").faces   # 42
     """
     conn = catalog.db.conn
     person_id, real_name = find_person(conn, name)
@@ -155,17 +155,21 @@ def name_traces(conn: sqlite3.Connection, name: str) -> list[str]:
     return hits
 
 
-def _check_site(site: Path) -> None:
-    from facecluster.site import MARKER
+def _check_site(site: Path, catalog: Catalog | None = None) -> None:
+    from facecluster.site import MARKER, catalog_key, site_catalog
 
     if not (site / MARKER).exists():
         raise DataError(f"{site} is not a facecluster site (no {MARKER}); give the folder `facecluster show` wrote")
+    built_from = site_catalog(site)
+    if catalog is not None and built_from is not None and built_from != catalog_key(catalog):
+        # Face and person ids belong to one catalog: deleting by them in another's site would hit strangers.
+        raise DataError(f"{site} shows the catalog {built_from}, not this one; give that catalog with --db")
 
 
 def remove_site_files(site: Path, person_id: int, face_ids: list[int]) -> int:
     """Delete a person's sheet pages and face thumbnails from a ``facecluster show`` site; return how many.
 
-    remove_site_files(Path("site"), 3, [17, 18])
+        remove_site_files(Path("site"), 3, [17, 18])
     """
     _check_site(site)
     removed = 0
@@ -195,7 +199,7 @@ def forget_person(
     """
     conn = catalog.db.conn
     if site is not None:
-        _check_site(Path(site).expanduser())  # before deleting anything: a wrong --site must not half-finish
+        _check_site(Path(site).expanduser(), catalog)  # before deleting anything: a wrong --site must not half-finish
     summary = plan_forget(catalog, name)
     ids = summary.face_ids
     # Per connection; freed pages and cells are zeroed instead of being left in the file's free list.

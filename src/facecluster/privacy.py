@@ -52,7 +52,7 @@ def _open_private(path: Path) -> int:
 def write_private_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + rename) with mode 0600.
 
-    write_private_bytes(Path("thumbs/12.jpg"), jpeg_bytes)
+        write_private_bytes(Path("thumbs/12.jpg"), jpeg_bytes)
     """
     # The temp file is created 0600 by mkstemp in the same folder, so the rename is atomic and the
     # content is never readable by others, not even for a moment.
@@ -70,7 +70,7 @@ def write_private_bytes(path: Path, data: bytes) -> None:
 def write_private_text(path: Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically with mode 0600.
 
-    write_private_text(Path("site/index.html"), html)
+        write_private_text(Path("site/index.html"), html)
     """
     write_private_bytes(path, text.encode("utf-8"))
 
@@ -78,7 +78,7 @@ def write_private_text(path: Path, text: str) -> None:
 def open_private(path: Path) -> int:
     """Open ``path`` for writing (created or truncated) with mode 0600; return the file descriptor.
 
-    with os.fdopen(open_private(Path("faces.jsonl")), "w", encoding="utf-8") as out: ...
+        with os.fdopen(open_private(Path("faces.jsonl")), "w", encoding="utf-8") as out: ...
     """
     return _open_private(path)
 
@@ -86,7 +86,7 @@ def open_private(path: Path) -> int:
 def copy_private(source: Path, target: Path) -> None:
     """Copy the file ``source`` to ``target`` (mode 0600, timestamps kept).
 
-    copy_private(Path("~/Pictures/a.jpg").expanduser(), Path("export/Ada/a.jpg"))
+        copy_private(Path("~/Pictures/a.jpg").expanduser(), Path("export/Ada/a.jpg"))
     """
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import io
+import json
 import os
 import shlex
 import sqlite3
@@ -166,7 +167,7 @@ ORDER BY f.id
 def load_faces(db: sqlite3.Connection) -> list[Face]:
     """Every face the site shows, with the person it belongs to (its own, else its cluster's).
 
-    faces = load_faces(catalog.db.conn)
+        faces = load_faces(catalog.db.conn)
     """
     faces = []
     for fid, pid, x1, y1, x2, y2, prob, cid, person, created in db.execute(_FACES_SQL):
@@ -178,7 +179,7 @@ def load_faces(db: sqlite3.Connection) -> list[Face]:
 def group_faces(db: sqlite3.Connection, faces: Sequence[Face]) -> list[Group]:
     """People (by size), then unnamed clusters (by size), then the unclustered faces.
 
-    groups = group_faces(conn, load_faces(conn))
+        groups = group_faces(conn, load_faces(conn))
     """
     names = dict(db.execute("SELECT id, name FROM people"))
     people: dict[int, Group] = {}
@@ -598,11 +599,32 @@ def render_photo(
 # --------------------------------------------------------------------------------------------- build
 
 
-def _check_out(out: Path) -> None:
+def catalog_key(catalog: Catalog) -> str:
+    """How a site records the catalog it shows: the absolute path, or ``:memory:``."""
+    return str(catalog.path.absolute()) if catalog.path is not None else ":memory:"
+
+
+def site_catalog(site: Path) -> str | None:
+    """The catalog a site was built from (recorded in its marker file), or ``None`` when unknown.
+
+        site_catalog(Path("site"))   # '/home/me/.local/share/facecluster/catalog.db'
+    """
+    try:
+        data = json.loads((site / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("catalog") if isinstance(data, dict) else None
+
+
+def _check_out(out: Path, catalog: Catalog) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; give a folder for the site, e.g. --out faces-site")
     if out.is_dir() and not (out / MARKER).exists() and any(out.iterdir()):
         raise DataError(f"{out} is not empty and not a facecluster site; choose an empty or new folder")
+    built_from = site_catalog(out)
+    if built_from is not None and built_from != catalog_key(catalog):
+        # Rebuilding would prune the other catalog's pages: one site folder shows one catalog.
+        raise DataError(f"{out} shows the catalog {built_from}; choose another --out for this catalog")
 
 
 def _photo_size(conn: sqlite3.Connection, photo_id: int, path: Path | None) -> tuple[int, int] | None:
@@ -653,9 +675,10 @@ def build_site(
     commands = commands or LabelCommands()
     config = config or SiteConfig()
     out = Path(out).expanduser().absolute()
-    _check_out(out)
+    _check_out(out, catalog)
     private_dir(out)
-    write_private_text(out / MARKER, "facecluster review site: `facecluster show` rebuilds this folder.\n")
+    marker = {"catalog": catalog_key(catalog), "note": "facecluster review site: `facecluster show` rebuilds it"}
+    write_private_text(out / MARKER, json.dumps(marker, ensure_ascii=False) + "\n")
     conn = catalog.db.conn
     summary = SiteSummary(out=out, index=out / "index.html")
 
@@ -730,7 +753,7 @@ def build_site(
 def prune(out: Path, keep: set[str]) -> int:
     """Remove files under the site's own folders that are not in ``keep``; return how many.
 
-    prune(Path("site"), {"index.html", "thumbs/0/1-abc.jpg"})
+        prune(Path("site"), {"index.html", "thumbs/0/1-abc.jpg"})
     """
     removed = 0
     for top in ["index*.html"]:

@@ -16,7 +16,8 @@ from facecluster.output import emit_json
 @click.option(
     "--site",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Also delete the person's pages and thumbnails from this `facecluster show` folder, then refresh it.",
+    help="Also delete the person's pages and thumbnails from this `facecluster show` folder, then refresh it "
+    "(the default site folder, when it exists, is always cleaned).",
 )
 @click.option("--vacuum", is_flag=True, help="Also compact the catalog file (slow on large catalogs).")
 @quiet_option
@@ -28,8 +29,9 @@ def command(
     """Forget PERSON: delete their name, faces, face crops and vectors from the catalog.
 
     Clusters left empty are deleted; the photo files are never touched. Deleted rows are
-    overwritten in the catalog file (SQLite secure_delete, then a WAL checkpoint). Without --site,
-    delete the old review site or run `facecluster show` again to refresh it.
+    overwritten in the catalog file (SQLite secure_delete, then a WAL checkpoint). The person's
+    pages and thumbnails are removed from the default review site (`facecluster show` without
+    --out) and from the one given with --site; run `show` again on any other copy, or delete it.
 
     \b
     Example:
@@ -37,12 +39,14 @@ def command(
         facecluster forget "Ada Lovelace" --yes --site ~/faces-site --json
     """
     from facecluster.catalog import Catalog
-    from facecluster.commands.show import command_prefix
+    from facecluster.commands.show import command_prefix, default_site_dir
     from facecluster.forget import forget_person, plan_forget
     from facecluster.progress import progress_bar
-    from facecluster.site import LabelCommands, build_site
+    from facecluster.site import LabelCommands, build_site, catalog_key, site_catalog
 
     with Catalog.open(db_path(ctx)) as catalog:
+        if site is None and site_catalog(default_site_dir()) == catalog_key(catalog):
+            site = default_site_dir()  # the site `show` writes by default holds this person's faces too
         plan = plan_forget(catalog, person)
         what = (
             f"{plan.name}: {plan.faces} faces, {plan.crops} crops, {plan.vectors} vectors, "
