@@ -279,10 +279,11 @@ class _NewFace:
 class _Writer:
     """Writes one batch of prepared photos and their faces in the open transaction."""
 
-    def __init__(self, catalog: Catalog, key: str, report: DetectReport) -> None:
+    def __init__(self, catalog: Catalog, key: str, report: DetectReport, crop_format: str) -> None:
         self.conn = catalog.db.conn
         self.key = key
         self.report = report
+        self.crop_format = crop_format
 
     def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
         self.conn.execute(
@@ -394,8 +395,6 @@ class _Writer:
             self.conn.execute("DELETE FROM faces WHERE id = ?", [face_id])
         return ids
 
-    crop_format = "jpeg"
-
 
 def _scaled_face(face: FaceLike, scale: float) -> tuple[tuple[float, float, float, float], list[list[float]]]:
     inv = 1.0 / scale if scale > 0 else 1.0
@@ -432,7 +431,8 @@ def detect_paths(
     key = detector_key(config, crop_config)
     conn = catalog.db.conn
     crop_fn = crop
-    model: DetectorLike | None = None if callable(detector) and not hasattr(detector, "detect") else detector  # type: ignore[assignment]
+    # A factory is called only when a photo needs detection.
+    model: DetectorLike | None = detector if hasattr(detector, "detect") else None  # type: ignore[assignment]
 
     # Unchanged files (same path, size and mtime, detected under this key) are skipped without hashing.
     done_files = {
@@ -463,8 +463,7 @@ def detect_paths(
     known = frozenset(
         row[0] for row in conn.execute("SELECT hash FROM photos WHERE status = 'detected' AND detector = ?", [key])
     )
-    writer = _Writer(catalog, key, report)
-    writer.crop_format = pipeline.crop_format
+    writer = _Writer(catalog, key, report, pipeline.crop_format)
     if embedder is not None:
         catalog.ensure_model(embedder.model_id, embedder.dim, path=_str_or_none(getattr(embedder, "path", None)))
 
