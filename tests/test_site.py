@@ -148,6 +148,10 @@ def make_library(root: Path) -> Library:
             ignored: int = 0,
         ) -> int:
             color = tuple(int(v) for v in rng.integers(0, 255, size=3))
+            # As `facecluster label CLUSTER NAME` leaves them: the faces of a named cluster carry the name.
+            source = "user" if person else None
+            if person is None and cluster in ("A", "B"):
+                person, source = {"A": "Ada Lovelace", "B": "Zoë Ñúñez"}[cluster], "label"
             face_id = (
                 db["faces"]
                 .insert(
@@ -162,7 +166,7 @@ def make_library(root: Path) -> Library:
                         "crop_format": "png" if crop else None,
                         "cluster_id": lib.clusters[cluster] if cluster else None,
                         "person_id": lib.people[person] if person else None,
-                        "person_source": "user" if person else None,
+                        "person_source": source,
                         "ignored": ignored,
                         "created_at": t,
                     }
@@ -491,3 +495,41 @@ def test_a_site_folder_shows_one_catalog(library: Library, tmp_path: Path) -> No
     assert site_catalog(tmp_path / "site") == str(library.db)
     with Catalog.open(tmp_path / "other.db") as other, pytest.raises(DataError, match="shows the catalog"):
         build_site(other, tmp_path / "site")
+
+
+def test_commands_shown_on_the_site_run(library: Library, tmp_path: Path) -> None:
+    """Every kind of command the pages show, with its placeholders filled in, is accepted by the CLI."""
+    import shlex
+
+    out = tmp_path / "site"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", str(library.db), "show", "--out", str(out), "-q"]).exit_code == 0
+    cid, zoe = library.clusters["D"], library.people["Zoë Ñúñez"]
+    pages = {
+        "cluster": (out / f"groups/cluster-{cid}.html").read_text(),
+        "person": (out / f"groups/person-{zoe}.html").read_text(),
+    }
+    commands = {
+        kind: [html.unescape(c) for c in re.findall(r'<code class="cmd">(.*?)</code>', page)]
+        for kind, page in pages.items()
+    }
+
+    def run(command: str, **fill: str) -> None:
+        for placeholder, value in fill.items():
+            command = command.replace(f" {placeholder}", f" {shlex.quote(value)}")
+        args = shlex.split(command)
+        assert args[0] == "facecluster"
+        result = runner.invoke(cli, args[1:])
+        assert result.exit_code == 0, (command, result.output)
+
+    pick = lambda kind, text: next(c for c in commands[kind] if text in c)  # noqa: E731
+    run(pick("cluster", "label --move"), NAME="Grace Hopper")
+    run(pick("cluster", "label --ignore-face"))
+    run(pick("person", "label --reject"))
+    run(pick("person", "label --rename"), NEW="Zoë N.")
+    run(pick("person", "label --merge").replace("'Zoë Ñúñez'", "'Zoë N.'"), OTHER="Grace Hopper")
+    run(pick("cluster", f"label {cid} "), NAME="Grace Hopper")
+    run(pick("cluster", "label --ignore-cluster"))
+    with Catalog.open(library.db) as catalog:
+        names = {r[0] for r in catalog.db.execute("SELECT name FROM people")}
+    assert "Grace Hopper" in names and "Zoë Ñúñez" not in names
