@@ -9,7 +9,10 @@ from typing import Any
 import click
 
 from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+from facecluster.config import ClusterConfig
 from facecluster.errors import EXIT_PARTIAL
+
+_DEFAULT = ClusterConfig()
 
 
 def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
@@ -58,11 +61,11 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @model_options
-@click.option("--method", type=click.Choice(["agglomerative", "hdbscan"]), help="Clustering method [agglomerative].")
-@click.option("--threshold", type=click.FloatRange(0, 4), help="Squared L2 distance for average linkage (see docs/clustering.md).")
-@click.option("--min-cluster-size", type=click.IntRange(1), help="Smaller groups stay unclustered.")
-@click.option("--min-probability", type=click.FloatRange(0, 1), help="Leave out faces detected with a lower probability.")
-@click.option("--min-face-size", type=click.IntRange(0), help="Leave out faces whose box is smaller (pixels).")
+@click.option("--method", type=click.Choice(["agglomerative", "hdbscan"]), help=f"Clustering method [default: {_DEFAULT.method}].")
+@click.option("--threshold", type=click.FloatRange(0, 4), help=f"Squared L2 distance for average linkage [default: {_DEFAULT.threshold}].")
+@click.option("--min-cluster-size", type=click.IntRange(1), help=f"Smaller groups stay unclustered [default: {_DEFAULT.min_cluster_size}].")
+@click.option("--min-probability", type=click.FloatRange(0, 1), help=f"Leave out faces detected with a lower probability [default: {_DEFAULT.min_probability}].")
+@click.option("--min-face-size", type=click.IntRange(0), help=f"Leave out faces whose box is smaller, in pixels [default: {_DEFAULT.min_face_px}].")
 @click.option("--full", is_flag=True, help="Re-cluster every face (names and corrections are kept).")
 @force_option
 @quiet_option
@@ -97,7 +100,7 @@ def command(
     """
     from facecluster.catalog import Catalog
     from facecluster.commands.detect import collect_paths
-    from facecluster.config import ClusterConfig, DetectConfig, EmbedConfig
+    from facecluster.config import DetectConfig, EmbedConfig
     from facecluster.output import emit_json
     from facecluster.people import cluster_catalog, list_people
     from facecluster.pipeline import detect_paths, embed_pending, load_detector, load_embedder, print_failures
