@@ -2,13 +2,12 @@
 
 The three networks load facenet-pytorch's ``pnet.pt``/``rnet.pt``/``onet.pt`` with ``strict=True``, and the
 cascade reproduces facenet-pytorch's numbers (area resampling, the same box arithmetic, the same NMS
-thresholds), but it is written for throughput: every resampling is a lookup in one integral image per photo,
-PNet runs once per scale on all photos of equal size, RNet and ONet run once on the candidates of all photos,
-and NMS is a vectorised torch routine (no torchvision)::
+thresholds), but it is written for throughput: resampling reads one integer integral image per photo, PNet
+runs once per pyramid level on all photos of equal size, RNet and ONet run on the candidates of all photos
+together, and NMS is a vectorised torch routine (no torchvision)::
 
-    pnet, rnet, onet = PNet(), RNet(), ONet()           # random weights; load_state_dict(...) for real ones
-    results = detect_faces([rgb_uint8_tensor], pnet, rnet, onet)
-    boxes, probs, points = results[0]                    # (N, 4), (N,), (N, 5, 2)
+    pnet, rnet, onet = load_networks("pnet.pt", "rnet.pt", "onet.pt", device="cpu")
+    [(boxes, probs, points)] = detect_faces([rgb_uint8_array], pnet, rnet, onet)   # (N, 4), (N,), (N, 5, 2)
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 import numpy as np
+import torch
 from torch import nn
 
 NmsMode = Literal["union", "min"]
