@@ -155,7 +155,7 @@ def test_unknown_person(library: Library) -> None:
     assert result.exit_code == 1 and "Error: no person named 'Nobody'" in result.output
 
 
-def test_vacuum_option_shrinks_and_still_leaves_no_trace(library: Library) -> None:
+def test_vacuum_option_also_leaves_no_trace(library: Library) -> None:
     _, secrets = _secrets(library)
     with Catalog.open(library.db) as catalog:
         summary = forget_person(catalog, NAME, vacuum=True)
