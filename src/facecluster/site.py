@@ -35,8 +35,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facecluster.catalog import Catalog
 from facecluster.config import SiteConfig
-from facecluster.errors import DataError
+from facecluster.errors import DataError, ImageError
 from facecluster.export import current_photo_path
+from facecluster.images import load_image
 from facecluster.privacy import private_dir, write_private_bytes, write_private_text
 from facecluster.quantize import ZERO
 from facecluster.reporting import ProgressFn, null_progress
@@ -255,19 +256,14 @@ def score_faces(db: sqlite3.Connection, groups: Sequence[Group]) -> None:
 # --------------------------------------------------------------------------------------------- images
 
 
-def _register_heif() -> None:
+def _load_photo(path: Path, max_side: int | None = None) -> Image.Image | None:
+    # The detector's own loader: the same orientation (box coordinates match), size limits, HEIC and
+    # 16-bit handling, and JPEG draft decoding for previews. None when the file is unusable.
     try:
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
-    except ImportError:  # pragma: no cover - optional at run time
-        pass
-
-
-def _open_oriented(path: Path) -> Image.Image:
-    _register_heif()
-    image = Image.open(path)
-    return ImageOps.exif_transpose(image)
+        loaded = load_image(path, max_side)
+    except ImageError:
+        return None
+    return Image.fromarray(loaded.pixels)
 
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
@@ -293,6 +289,7 @@ def _thumb_from_crop(blob: bytes, size: int, quality: int) -> bytes:
 
 
 def _thumb_from_photo(photo: Image.Image, box: tuple[float, float, float, float], size: int, quality: int) -> bytes:
+    """A square thumbnail around ``box`` (full-size oriented pixels) of the full-size ``photo``."""
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) * 1.2  # a little context, like the stored crops' margin
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -343,13 +340,8 @@ def make_thumbs(
             progress("thumbnails", done, len(missing))
     for photo_id, group in need_photo.items():
         path = paths.get(photo_id)
-        photo = None
-        if path is not None:
-            try:
-                photo = _open_oriented(path)
-                photo.load()
-            except (OSError, UnidentifiedImageError, ValueError):
-                photo = None
+        # Full size: the box is in full-size pixels and a small face needs them all.
+        photo = _load_photo(path) if path is not None else None
         for face in group:
             done += 1
             progress("thumbnails", done, len(missing))
@@ -634,10 +626,13 @@ def _photo_size(conn: sqlite3.Connection, photo_id: int, path: Path | None) -> t
     if path is None:
         return None
     try:
-        with _open_oriented(path) as image:
-            return image.size
+        # The header is enough: the stored size, swapped when EXIF says the photo is turned sideways.
+        with Image.open(path) as image:
+            width, height = image.size
+            sideways = image.getexif().get(0x0112) in (5, 6, 7, 8)
     except (OSError, UnidentifiedImageError, ValueError):
         return None
+    return (height, width) if sideways else (width, height)
 
 
 def _preview(out: Path, photo_id: int, path: Path, config: SiteConfig, summary: SiteSummary) -> str | None:
@@ -646,12 +641,10 @@ def _preview(out: Path, photo_id: int, path: Path, config: SiteConfig, summary: 
     rel = f"previews/{_shard(photo_id)}/{photo_id}-{tag}.jpg"
     target = out / rel
     if not target.exists():
-        try:
-            with _open_oriented(path) as image:
-                image.thumbnail((config.preview_max_side, config.preview_max_side), Image.Resampling.LANCZOS)
-                data = _jpeg(image, config.thumb_quality)
-        except (OSError, UnidentifiedImageError, ValueError):
+        image = _load_photo(path, config.preview_max_side)
+        if image is None:
             return None
+        data = _jpeg(image, config.thumb_quality)
         private_dir(target.parent)
         write_private_bytes(target, data)
         summary.previews_made += 1
