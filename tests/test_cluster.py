@@ -185,10 +185,16 @@ def test_hdbscan_finds_planted_identities_and_keeps_constraints() -> None:
     assert labels[0] != labels[1] or labels[0] == -1
 
 
-def test_average_linkage_graph_uses_only_graph_edges() -> None:
-    # 0-1 close, 1-2 close, 0-2 absent from the graph: the mean over present edges decides.
-    roots = average_linkage_graph(3, np.array([0, 1]), np.array([1, 2]), np.array([0.2, 0.4]), 0.5)
+def test_average_linkage_graph_merges_only_along_edges_with_exact_means() -> None:
+    # 0-1 and 1-2 close, 0-2 not an edge: the chain merges, with the true mean over all pairs.
+    X = unit(np.array([[1.0, 0.0], [0.9, 0.45], [0.6, 0.8]]))
+    roots = average_linkage_graph(X, np.array([0, 1]), np.array([1, 2]), 0.55)
     assert roots.tolist() == [0, 0, 0]
+    # The last merge costs the mean over both pairs, 0-2 (0.8) included though it is no edge:
+    # (0.8 + 0.211) / 2 = 0.506 > 0.5, so at 0.5 one face stays out.
+    assert len(set(average_linkage_graph(X, np.array([0, 1]), np.array([1, 2]), 0.5).tolist())) == 2
+    # No edge, no merge, however close.
+    assert average_linkage_graph(X, np.array([0]), np.array([1]), 2.0).tolist() == [0, 0, 2]
 
 
 def test_group_pairs_enumerates_every_pair_of_a_photo() -> None:

@@ -113,32 +113,69 @@ def _aggregate(
     return uniq // n, uniq % n, s2, c2
 
 
+#: Edges whose linkage is computed at once (memory: two gathered blocks of this many rows).
+_CHUNK = 1 << 17
+
+
+def _linkage(
+    S: np.ndarray, count: np.ndarray, sq: np.ndarray, eu: np.ndarray, ev: np.ndarray
+) -> np.ndarray:
+    """Exact average linkage of squared L2 between clusters, from their sums (see the module doc).
+
+    mean over a in A, b in B of ||a - b||^2 = sq_A/n_A + sq_B/n_B - 2 (s_A . s_B) / (n_A n_B)
+    """
+    out = np.empty(len(eu), dtype=np.float64)
+    for start in range(0, len(eu), _CHUNK):
+        a, b = eu[start : start + _CHUNK], ev[start : start + _CHUNK]
+        dots = np.einsum("ij,ij->i", S[a], S[b], dtype=np.float64)
+        out[start : start + _CHUNK] = sq[a] / count[a] + sq[b] / count[b] - 2.0 * dots / (count[a] * count[b])
+    return out
+
+
+def _unique_edges(u: np.ndarray, v: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical (u < v), deduplicated edges without self-loops."""
+    u, v = _canonical(u, v)
+    keep = u != v
+    key = np.unique(u[keep] * n + v[keep])
+    return key // n, key % n
+
+
 def average_linkage_graph(
-    n: int,
+    X: np.ndarray,
     u: np.ndarray,
     v: np.ndarray,
-    d2: np.ndarray,
     threshold: float,
     *,
     must_link: np.ndarray | None = None,
     conflicts: tuple[np.ndarray, np.ndarray] | None = None,
     progress: ProgressFn = null_progress,
 ) -> np.ndarray:
-    """Average linkage on a sparse graph of squared distances; returns each face's root face index.
+    """Average linkage (squared L2) of the faces ``X`` along the graph ``u, v``; each face's root.
 
-    ``u, v, d2``: edges (each pair once); ``conflicts``: face pairs that must never share a cluster;
+    Clusters may merge only along graph edges; their distance is the exact mean over all face pairs,
+    computed from cluster sums. ``conflicts``: face pairs that must never share a cluster;
     ``must_link``: person id per face or -1. Faces end in the same cluster iff they share a root.
 
-    >>> average_linkage_graph(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 3.0]), 1.0)
+    >>> X = np.array([[1, 0], [0.8, 0.6], [0, 1]], dtype=np.float32)
+    >>> average_linkage_graph(X, np.array([0, 1]), np.array([1, 2]), 1.0)
     array([0, 0, 2])
     """
+    n = len(X)
     roots = _must_link_roots(must_link, n)
-    person_of_face = np.full(n, -1, dtype=np.int64)
+    person = np.full(n, -1, dtype=np.int64)
     if must_link is not None:
-        person_of_face[roots] = np.maximum(person_of_face[roots], must_link)  # the root carries the id
-    eu, ev, es, ec = _aggregate(
-        roots[u], roots[v], np.asarray(d2, dtype=np.float64), np.ones(len(u), dtype=np.float64), n
-    )
+        person[roots] = np.maximum(person[roots], must_link)  # the root carries the person id
+    # Cluster sums, named by their first face; must-linked faces start inside their root's cluster.
+    S = np.array(X, dtype=np.float32, copy=True)
+    count = np.ones(n, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    linked = np.flatnonzero(roots != np.arange(n))
+    if len(linked):
+        np.add.at(S, roots[linked], X[linked])
+        np.add.at(count, roots[linked], 1.0)
+        np.add.at(sq, roots[linked], sq[linked])
+    eu, ev = _unique_edges(roots[u], roots[v], n)
+    dist = _linkage(S, count, sq, eu, ev)
     if conflicts is not None and len(conflicts[0]):
         cu, cv = _canonical(roots[conflicts[0]], roots[conflicts[1]])
         keep = cu != cv  # a must-link beats a conflict the user created themselves
@@ -149,37 +186,36 @@ def average_linkage_graph(
     merges_a: list[np.ndarray] = []
     merges_b: list[np.ndarray] = []
     total = len(eu)
-    # Clusters are named by their first face; scratch arrays over face ids are reset after each use,
-    # so a round costs time in its number of edges, not in n (late rounds have few edges left).
+    # Scratch arrays over face ids are reset after each use, so a round costs time in its number of
+    # edges, not in n (late rounds have few edges left).
     flag = np.zeros(n, dtype=bool)
     best_w = np.full(n, np.inf)
     best_to = np.full(n, n, dtype=np.int64)
     parent = np.arange(n, dtype=np.int64)
-    person = person_of_face
     while len(eu):
-        avg = es / ec
-        eligible = avg <= threshold
+        eligible = dist <= threshold
         pu, pv = person[eu], person[ev]
         eligible &= ~((pu >= 0) & (pv >= 0) & (pu != pv))
         if len(conflict_keys):
             keys = eu * n + ev
             pos = np.searchsorted(conflict_keys, keys).clip(0, len(conflict_keys) - 1)
             eligible &= conflict_keys[pos] != keys
-        # A cluster with no mergeable edge never merges again (merging only averages edges that are
-        # all above the threshold or forbidden), and its edges enter no other average: drop them.
+        # A cluster with no mergeable edge is final: merging averages linkages, so with every pair
+        # of the graph present (the exact path) it could never come below the threshold again; on a
+        # kNN graph this is the approximation that keeps the rounds cheap. Drop its edges.
         mu, mv = eu[eligible], ev[eligible]
         flag[mu] = True
         flag[mv] = True
         keep = flag[eu] & flag[ev]
         flag[mu] = False
         flag[mv] = False
-        eu, ev, es, ec, avg, eligible = eu[keep], ev[keep], es[keep], ec[keep], avg[keep], eligible[keep]
+        eu, ev, dist, eligible = eu[keep], ev[keep], dist[keep], eligible[keep]
         if not eligible.any():
             break
         # Nearest mergeable neighbour of each cluster; ties go to the smaller id (no cycles > 2).
         src = np.concatenate([eu[eligible], ev[eligible]])
         dst = np.concatenate([ev[eligible], eu[eligible]])
-        w = np.concatenate([avg[eligible], avg[eligible]])
+        w = np.concatenate([dist[eligible], dist[eligible]])
         np.minimum.at(best_w, src, w)
         closest = w == best_w[src]
         np.minimum.at(best_to, src[closest], dst[closest])
@@ -190,9 +226,22 @@ def average_linkage_graph(
         best_to[src] = n
         merges_a.append(a)
         merges_b.append(b)
+        # Each cluster merges at most once a round, so plain fancy-index updates are safe.
+        S[a] += S[b]
+        count[a] += count[b]
+        sq[a] += sq[b]
         person[a] = np.maximum(person[a], person[b])
         parent[b] = a
-        eu, ev, es, ec = _aggregate(parent[eu], parent[ev], es, ec, n)
+        mu, mv = _canonical(parent[eu], parent[ev])
+        alive = mu != mv
+        key = mu[alive] * n + mv[alive]
+        key, first = np.unique(key, return_index=True)
+        eu, ev, dist = key // n, key % n, dist[alive][first]
+        # Only linkages of clusters that just grew change.
+        flag[a] = True
+        touched = flag[eu] | flag[ev]
+        flag[a] = False
+        dist[touched] = _linkage(S, count, sq, eu[touched], ev[touched])
         if len(conflict_keys):
             cu, cv = _canonical(parent[conflict_keys // n], parent[conflict_keys % n])
             conflict_keys = np.unique(cu * n + cv)
@@ -429,7 +478,7 @@ def cluster_embeddings(
     edges = _exact_edges(X, config.threshold, roots0, progress) if n <= config.exact_max_n else None
     u, v, d2 = edges if edges is not None else _knn_edges(X, config, roots0, progress)
     roots = average_linkage_graph(
-        n, u, v, d2, config.threshold, must_link=must_link, conflicts=conflicts, progress=progress
+        X, u, v, config.threshold, must_link=must_link, conflicts=conflicts, progress=progress
     )
     keep = None if must_link is None else np.unique(roots[must_link >= 0])
     return _finish(roots, config.min_cluster_size, keep)
