@@ -101,6 +101,8 @@ def test_nms_equals_brute_force(mode: str, plus_one: bool) -> None:
         expected = _brute_force_nms(boxes, scores, threshold, groups, mode, plus_one)
         got = nms(torch.tensor(boxes), torch.tensor(scores), threshold, torch.tensor(groups), mode, plus_one)  # type: ignore[arg-type]
         assert got.tolist() == expected, trial
+        single = nms(torch.tensor(boxes), torch.tensor(scores), threshold, None, mode, plus_one)  # type: ignore[arg-type]
+        assert single.tolist() == _brute_force_nms(boxes, scores, threshold, np.zeros(n), mode, plus_one), trial
         seq = _nms_sequential(torch.tensor(boxes), torch.tensor(scores), threshold, torch.tensor(groups), mode, plus_one)  # type: ignore[arg-type]
         assert seq.tolist() == expected, trial
 

@@ -184,9 +184,13 @@ def nms(
     """
     n = boxes.shape[0]
     device = boxes.device
-    if n == 0:
-        return torch.empty(0, dtype=torch.long, device=device)
-    if groups is None:
+    if n <= 1:
+        return torch.zeros(n, dtype=torch.long, device=device)
+    if groups is None or bool((groups == groups[0]).all()):
+        if n * n <= 2**24:  # one group (one photo): no padding needed
+            order = torch.argsort(scores, descending=True, stable=True)
+            suppress = _pairwise_overlap(boxes[order][None], mode, plus_one)[0] > threshold
+            return order[_greedy_fixed_point(suppress.triu_(diagonal=1), torch.ones(n, dtype=torch.bool, device=device))]
         groups = torch.zeros(n, dtype=torch.long, device=device)
     # Order by group, then by descending score; ``slot`` is each box's rank inside its group.
     order = torch.argsort(scores, descending=True, stable=True)
@@ -207,14 +211,24 @@ def nms(
     suppress = _pairwise_overlap(padded, mode, plus_one) > threshold
     suppress &= valid[:, :, None] & valid[:, None, :]
     suppress.triu_(diagonal=1)  # only a higher-scoring box (earlier slot) may suppress
+    keep = _greedy_fixed_point(suppress, valid)
+    kept = order[keep[group_of, slot]]
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+
+
+def _greedy_fixed_point(suppress: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Iterate "keep j unless a kept i < j suppresses it" from "keep all" until nothing changes.
+
+    ``suppress`` is ``(..., n, n)`` (i suppresses j, upper triangular), ``valid`` ``(..., n)``. Each pass fixes at
+    least the next box of every chain, so it ends after at most n passes; in practice a handful.
+    """
     keep = valid.clone()
-    for _ in range(width):
-        new_keep = valid & ~(suppress & keep[:, :, None]).any(dim=1)
+    for _ in range(valid.shape[-1]):
+        new_keep = valid & ~(suppress & keep[..., :, None]).any(dim=-2)
         if torch.equal(new_keep, keep):
             break
         keep = new_keep
-    kept = order[keep[group_of, slot]]
-    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
+    return keep
 
 
 def _pairwise_overlap(boxes: torch.Tensor, mode: NmsMode, plus_one: bool) -> torch.Tensor:
