@@ -247,3 +247,19 @@ def test_command_errors_are_one_line(tmp_path: Path) -> None:
 def test_help_ends_with_an_example() -> None:
     result = CliRunner().invoke(cli, ["evaluate", "lfw", "--help"])
     assert result.exit_code == 0 and "Example:" in result.output and "--roc" in result.output
+
+
+def test_centred_distances_use_only_the_training_folds() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(8, 4)) + 5.0  # a large common offset that the mean subtraction removes
+    b = rng.normal(size=(8, 4)) + 5.0
+    folds = np.repeat(np.arange(2), 4)
+    rows = ev.centred_distances(a, b, folds)
+    assert rows.shape == (2, 8)
+    mean = np.concatenate([a[4:], b[4:]]).mean(axis=0)  # fold 0 held out: mean of fold 1
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    assert np.allclose(rows[0], ev.squared_distances(unit(a - mean), unit(b - mean)))
+    assert np.allclose(ev.out_of_fold(rows, folds), np.r_[rows[0, :4], rows[1, 4:]])
+    same = np.array([True, True, False, False] * 2)
+    r = ev.verification_metrics(rows, same, folds)
+    assert len(r.fold_accuracies) == 2

@@ -161,7 +161,8 @@ def verification_metrics(distances: np.ndarray, same: np.ndarray, folds: np.ndar
                          far_target: float = 1e-3) -> VerificationResult:
     """k-fold accuracy (threshold from the other folds) and VAL at ``far_target``.
 
-    Example::
+    ``distances`` is one value per pair, or one row per fold (row k holds the distances used when fold k
+    is held out, e.g. after subtracting the training folds' mean: ``centred_distances``). Example::
 
         r = verification_metrics(d, same, fold_ids)
         print(f"{100 * r.accuracy:.2f}% ± {100 * r.accuracy_std:.2f}%")
@@ -173,13 +174,14 @@ def verification_metrics(distances: np.ndarray, same: np.ndarray, folds: np.ndar
     if len(fold_ids) < 2:
         raise DataError("verification needs at least two folds of pairs")
     accuracies, thresholds, vals, fars = [], [], [], []
-    for fold in fold_ids:
+    for k, fold in enumerate(fold_ids):
+        d = distances[k] if distances.ndim == 2 else distances
         test, train = folds == fold, folds != fold
-        threshold, _ = best_threshold(distances[train], same[train])
-        accuracies.append(float(np.mean((distances[test] < threshold) == same[test])))
+        threshold, _ = best_threshold(d[train], same[train])
+        accuracies.append(float(np.mean((d[test] < threshold) == same[test])))
         thresholds.append(threshold)
-        val_threshold = _far_threshold(distances[train], same[train], far_target)
-        accepted = distances[test] < val_threshold
+        val_threshold = _far_threshold(d[train], same[train], far_target)
+        accepted = d[test] < val_threshold
         n_same, n_diff = same[test].sum(), (~same[test]).sum()
         vals.append(float((accepted & same[test]).sum() / n_same) if n_same else 0.0)
         fars.append(float((accepted & ~same[test]).sum() / n_diff) if n_diff else 0.0)
@@ -189,6 +191,34 @@ def verification_metrics(distances: np.ndarray, same: np.ndarray, folds: np.ndar
         val=float(np.mean(vals)), val_std=float(np.std(vals)), far=float(np.mean(fars)),
         far_target=far_target, fold_accuracies=accuracies,
     )
+
+
+def centred_distances(first: np.ndarray, second: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Per held-out fold k: subtract the mean embedding of the other folds' pairs, re-normalise, squared L2.
+
+    facenet's ``validate_on_lfw --subtract_mean`` (part of the protocol behind its reported LFW figures):
+    the mean comes from the training folds only, so the held-out fold stays unseen. Returns (folds, pairs).
+    Example: ``verification_metrics(centred_distances(a, b, folds), same, folds)``.
+    """
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    rows = []
+    for fold in np.unique(folds):
+        train = folds != fold
+        mean = np.concatenate([first[train], second[train]]).mean(axis=0)
+        a, b = first - mean, second - mean
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        rows.append(squared_distances(a, b))
+    return np.stack(rows)
+
+
+def out_of_fold(distances: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """One distance per pair from per-fold rows: each pair's value when its own fold was held out."""
+    distances = np.asarray(distances)
+    if distances.ndim == 1:
+        return distances
+    rows = np.searchsorted(np.unique(folds), folds)
+    return distances[rows, np.arange(distances.shape[1])]
 
 
 def roc_curve(distances: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -254,6 +284,7 @@ class LfwReport:
     model_id: str
     seconds: dict[str, float]
     missing: list[str]  # the unreadable/missing image paths (first few, for the message)
+    subtract_mean: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON object of ``--json``."""
@@ -264,7 +295,8 @@ class LfwReport:
             "threshold": r.threshold, "threshold_std": r.threshold_std,
             "fold_accuracies": r.fold_accuracies,
             "pairs": self.pairs, "skipped": self.skipped, "no_face": self.no_face, "images": self.images,
-            "model_id": self.model_id, "seconds": self.seconds, "missing": self.missing[:10],
+            "model_id": self.model_id, "subtract_mean": self.subtract_mean, "seconds": self.seconds,
+            "missing": self.missing[:10],
         }
 
 
@@ -284,13 +316,14 @@ def choose_face(boxes: np.ndarray, shape: tuple[int, int]) -> int:
 
 
 def evaluate_lfw(images: Path, pairs: Sequence[Pair], detector: Any, embedder: FaceNetEmbedder,
-                 read_image: ImageReader, batch_size: int = 16,
+                 read_image: ImageReader, batch_size: int = 16, subtract_mean: bool = True,
                  progress: ProgressFn = null_progress) -> tuple[LfwReport, np.ndarray, np.ndarray]:
     """Detect each pair image once, crop the chosen face (centre crop when none), embed, measure.
 
     ``detector.detect(list_of_arrays)`` returns, per image, a list of faces with ``box`` and ``landmarks``
-    (facecluster.detect.MTCNNDetector). Returns the report plus the distances and labels of the evaluated
-    pairs (for a ROC). Example::
+    (facecluster.detect.MTCNNDetector). With ``subtract_mean`` the training folds' mean embedding is
+    subtracted before the distances (``centred_distances``). Returns the report plus the (out-of-fold)
+    distances and labels of the evaluated pairs, for a ROC. Example::
 
         report, d, same = evaluate_lfw(Path("lfw"), parse_pairs(p), MTCNNDetector(...), embedder, load_rgb)
     """
@@ -332,11 +365,13 @@ def evaluate_lfw(images: Path, pairs: Sequence[Pair], detector: Any, embedder: F
         raise DataError(f"no pair of {len(pairs)} could be evaluated: are the images under {images}?")
     first = np.stack([vectors[p.paths(images)[0]] for p in kept])
     second = np.stack([vectors[p.paths(images)[1]] for p in kept])
-    distances = squared_distances(first, second)
     same = np.array([p.same for p in kept])
-    result = verification_metrics(distances, same, np.array([p.fold for p in kept]))
+    folds = np.array([p.fold for p in kept])
+    distances = centred_distances(first, second, folds) if subtract_mean else squared_distances(first, second)
+    result = verification_metrics(distances, same, folds)
     report = LfwReport(
         result=result, pairs=len(kept), skipped=len(pairs) - len(kept), no_face=no_face, images=len(vectors),
         model_id=embedder.model_id, seconds={k: round(v, 2) for k, v in clock.items()}, missing=missing,
+        subtract_mean=subtract_mean,
     )
-    return report, distances, same
+    return report, out_of_fold(distances, folds), same
