@@ -162,6 +162,21 @@ def test_detect_faces_batched_equals_one_by_one() -> None:
         assert (probs[:-1] >= probs[1:]).all()  # best first
 
 
+def test_torch_gather_path_equals_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CUDA uses torch gathers, the CPU numpy ones: force the torch path here and compare.
+    from facecluster.models import mtcnn
+
+    nets = _random_nets()
+    settings = CascadeSettings(min_face_size=12, thresholds=(0.5, 0.5, 0.5))
+    images = [np.random.default_rng(3).integers(0, 256, (40, 56, 3), dtype=np.uint8)]
+    expected = detect_faces(images, *nets, settings)
+    monkeypatch.setattr(mtcnn, "_numpy_ok", lambda device: False)
+    got = detect_faces(images, *nets, settings)
+    assert len(expected[0][0]) > 0
+    for a, b in zip(expected[0], got[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+
+
 def test_detect_faces_handles_empty_and_tiny_inputs() -> None:
     pnet, rnet, onet = _random_nets()
     assert detect_faces([], pnet, rnet, onet) == []
