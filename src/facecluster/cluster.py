@@ -113,8 +113,8 @@ def _aggregate(
     return uniq // n, uniq % n, s2, c2
 
 
-#: Edges whose linkage is computed at once (memory: two gathered blocks of this many rows).
-_CHUNK = 1 << 17
+#: Values gathered at once when computing linkages (two blocks of 8 M float32 = 64 MB).
+_CHUNK_VALUES = 1 << 23
 
 
 def _linkage(
@@ -125,10 +125,11 @@ def _linkage(
     mean over a in A, b in B of ||a - b||^2 = sq_A/n_A + sq_B/n_B - 2 (s_A . s_B) / (n_A n_B)
     """
     out = np.empty(len(eu), dtype=np.float64)
-    for start in range(0, len(eu), _CHUNK):
-        a, b = eu[start : start + _CHUNK], ev[start : start + _CHUNK]
+    step = max(1024, _CHUNK_VALUES // max(1, S.shape[1]))
+    for start in range(0, len(eu), step):
+        a, b = eu[start : start + step], ev[start : start + step]
         dots = np.einsum("ij,ij->i", S[a], S[b], dtype=np.float64)
-        out[start : start + _CHUNK] = sq[a] / count[a] + sq[b] / count[b] - 2.0 * dots / (count[a] * count[b])
+        out[start : start + step] = sq[a] / count[a] + sq[b] / count[b] - 2.0 * dots / (count[a] * count[b])
     return out
 
 
@@ -226,6 +227,10 @@ def average_linkage_graph(
         best_to[src] = n
         merges_a.append(a)
         merges_b.append(b)
+        # Pair weights before the merge: a merged edge whose old edges cover every pair of the new
+        # clusters gets its mean by the Lance-Williams update (no dot products: the exact path).
+        pairs = count[eu] * count[ev]
+        weighted = pairs * dist
         # Each cluster merges at most once a round, so plain fancy-index updates are safe.
         S[a] += S[b]
         count[a] += count[b]
@@ -234,14 +239,13 @@ def average_linkage_graph(
         parent[b] = a
         mu, mv = _canonical(parent[eu], parent[ev])
         alive = mu != mv
-        key = mu[alive] * n + mv[alive]
-        key, first = np.unique(key, return_index=True)
-        eu, ev, dist = key // n, key % n, dist[alive][first]
-        # Only linkages of clusters that just grew change.
-        flag[a] = True
-        touched = flag[eu] | flag[ev]
-        flag[a] = False
-        dist[touched] = _linkage(S, count, sq, eu[touched], ev[touched])
+        key, inv = np.unique(mu[alive] * n + mv[alive], return_inverse=True)
+        covered = np.bincount(inv, weights=pairs[alive], minlength=len(key))
+        dist = np.bincount(inv, weights=weighted[alive], minlength=len(key)) / covered
+        eu, ev = key // n, key % n
+        # Pairs the graph lacks between clusters that grew: the exact mean from the sums.
+        partial = covered != count[eu] * count[ev]
+        dist[partial] = _linkage(S, count, sq, eu[partial], ev[partial])
         if len(conflict_keys):
             cu, cv = _canonical(parent[conflict_keys // n], parent[conflict_keys % n])
             conflict_keys = np.unique(cu * n + cv)
