@@ -49,7 +49,8 @@ class ClusterConfig:
     exact_max_n: int = 5000  # up to this many faces: exact average linkage (all pairs within reach)
     ann_min_n: int = 20000  # from this many faces on, the kNN graph is approximate (faiss IVF)
     hdbscan_min_samples: int = 5  # HDBSCAN density (neighbours, excluding the point itself)
-    assign_k: int = 10  # incremental: known neighbours that vote for a new face
+    assign_k: int = 5  # incremental: known neighbours that vote for a new face (docs/scaling.md)
+    assign_threshold: float = 1.0  # incremental: squared L2 a new face's votes must fall within
 
 
 @dataclass(frozen=True)
