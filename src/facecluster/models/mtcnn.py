@@ -187,7 +187,7 @@ def nms(
     if n <= 1:
         return torch.zeros(n, dtype=torch.long, device=device)
     if groups is None or bool((groups == groups[0]).all()):
-        if n * n <= 2**24:  # one group (one photo): no padding needed
+        if n * n <= 2**22:  # one group (one photo): no padding needed
             order = torch.argsort(scores, descending=True, stable=True)
             suppress = _pairwise_overlap(boxes[order][None], mode, plus_one)[0] > threshold
             return order[_greedy_fixed_point(suppress.triu_(diagonal=1), torch.ones(n, dtype=torch.bool, device=device))]
@@ -197,7 +197,7 @@ def nms(
     order = order[torch.argsort(groups[order], stable=True)]
     _, counts = torch.unique_consecutive(groups[order], return_counts=True)
     width = int(counts.max())
-    if counts.numel() * width * width > 2**24:
+    if counts.numel() * width * width > 2**22:
         # One huge group (a large photo's first pyramid level): fall back to the sequential greedy loop,
         # whose memory is linear, rather than a matrix of billions of overlaps.
         return _nms_sequential(boxes, scores, threshold, groups, mode, plus_one)
