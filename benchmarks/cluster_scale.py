@@ -177,7 +177,7 @@ def incremental_check(X: np.ndarray, truth: np.ndarray, photos: np.ndarray, conf
         lab = lab[lab >= 0]
         if len(lab):
             majority[int(ident)] = int(np.bincount(lab).argmax())
-    got = assign_to_known(X[new], X[~new], old_labels, threshold=config.threshold, k=config.assign_k,
+    got = assign_to_known(X[new], X[~new], old_labels, threshold=config.assign_threshold, k=config.assign_k,
                           groups_new=photos[new], groups_known=photos[~new])
     known = np.array([int(t) in majority for t in truth[new]])
     want = np.array([majority.get(int(t), -2) for t in truth[new]])

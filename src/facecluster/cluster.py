@@ -494,7 +494,7 @@ def assign_to_known(
     known_labels: np.ndarray,
     *,
     threshold: float,
-    k: int = 10,
+    k: int = 5,
     groups_new: np.ndarray | None = None,
     groups_known: np.ndarray | None = None,
     rejected: np.ndarray | None = None,
