@@ -6,11 +6,11 @@ Average linkage with a distance threshold, on squared L2 distances, in near-line
     new = assign_to_known(X_new, X_known, known_labels, threshold=1.0)
 
 **Definition.** The distance between clusters A and B is the *mean of the squared distances*
-``||a - b||^2`` over the pairs (a, b) that the graph holds between them (UPGMA on squared L2, not the
-square of the mean Euclidean distance). Clusters merge, closest first, while that mean is
-``<= threshold``. Up to ``exact_max_n`` faces the graph holds every pair that can matter (all pairs
-inside each single-linkage component at the threshold: pairs across components never merge and do
-not enter any average), so the result equals exact average linkage; above, it is the kNN graph.
+``||a - b||^2`` over all pairs (a, b) (UPGMA on squared L2, not the square of the mean Euclidean
+distance), computed exactly from per-cluster sums: ``q_A/n_A + q_B/n_B - 2 s_A.s_B/(n_A n_B)``.
+Clusters merge, closest first, while it is ``<= threshold``. A graph says which clusters may merge:
+up to ``exact_max_n`` faces every pair inside each single-linkage component at the threshold (no
+final cluster can span two), so the result equals exact average linkage; above, the kNN graph.
 
 **Constraints** are kept inside the merge loop: faces with one ``must_link`` id start as one cluster;
 clusters sharing a photo (``groups``), holding a ``cannot_link_pairs`` pair, or carrying two different
@@ -18,8 +18,8 @@ clusters sharing a photo (``groups``), holding a ``cannot_link_pairs`` pair, or 
 
 **Algorithm.** Average linkage is reducible, so merging every pair of clusters that are each other's
 nearest neighbour (below the threshold) at once gives the same clusters as merging one pair at a time.
-Each round does that with numpy over the edge list; a cluster with no mergeable edge left is finished
-and its edges are dropped.
+Each round does that with numpy over the edge list; a cluster with no mergeable edge left is final
+and its edges are dropped. See ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -95,22 +95,6 @@ def _must_link_roots(must_link: np.ndarray | None, n: int) -> np.ndarray:
         ids, first = np.unique(must_link[linked], return_index=True)
         roots[linked] = linked[first][np.searchsorted(ids, must_link[linked])]
     return roots
-
-
-def _aggregate(
-    u: np.ndarray, v: np.ndarray, s: np.ndarray, c: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Sum parallel edges (same endpoints after relabelling) and drop self-loops."""
-    u, v = _canonical(u, v)
-    keep = u != v
-    u, v, s, c = u[keep], v[keep], s[keep], c[keep]
-    key = u * n + v
-    uniq, inv = np.unique(key, return_inverse=True)
-    if len(uniq) == len(key):
-        return u, v, s, c
-    s2 = np.bincount(inv, weights=s, minlength=len(uniq))
-    c2 = np.bincount(inv, weights=c, minlength=len(uniq))
-    return uniq // n, uniq % n, s2, c2
 
 
 #: Values gathered at once when computing linkages (two blocks of 8 M float32 = 64 MB).
