@@ -368,11 +368,13 @@ def _hdbscan(
     graph = graph.maximum(graph.T)
     n_comp, comp = connected_components(graph, directed=False)
     if n_comp > 1:
-        # scikit-learn needs one connected graph: chain the components with edges longer than any
-        # distance between unit vectors (2), so they only meet at the top of the hierarchy.
+        # scikit-learn needs one connected graph: chain the components with edges just longer than
+        # any in the graph, so they meet only at the top of the hierarchy. Much longer bridges (e.g.
+        # 4.0) make each component live so long that HDBSCAN picks whole components as clusters
+        # (measured: 60k faces, 147 components -> pairwise F 0.006 instead of 0.991).
         firsts = np.unique(comp, return_index=True)[1]
         a, b = firsts[:-1], firsts[1:]
-        far = np.full(len(a), 4.0)
+        far = np.full(len(a), float(dist.max()) * 1.01)
         bridge = coo_matrix((np.concatenate([far, far]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
         graph = (graph + bridge.tocsr()).tocsr()
     progress("hdbscan", 0, 1)
