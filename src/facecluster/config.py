@@ -41,7 +41,7 @@ class ClusterConfig:
     """Clustering defaults (tuned and documented in docs/)."""
 
     method: str = "agglomerative"  # agglomerative (average linkage on a graph) | hdbscan
-    threshold: float = 1.15  # squared L2: merge while the mean between clusters <= this (docs/clustering.md)
+    threshold: float = 1.1  # squared L2: merge while the mean between clusters <= this (docs/clustering.md)
     min_cluster_size: int = 2
     min_probability: float = 0.9
     min_face_px: int = 20
@@ -92,6 +92,6 @@ class TrainConfig:
     head_init: str = "pca"  # pca: start as the projection of the pretrained 512-d embedding | random
     dropout: float = 0.2  # before the embedding layer (facenet trained with keep_probability 0.8)
     augment_shift: int = 8  # random crops: shift by up to this many pixels (full fine-tuning only)
-    val_flip: bool = True  # validate with flip-averaged embeddings, as `embed` does by default
+    flip: bool = True  # flip augmentation, and flip-averaged validation embeddings (as `embed` does)
     amp: bool = False  # bf16 autocast (CUDA only)
     compile: bool = False  # torch.compile the network (CUDA only)
