@@ -102,6 +102,8 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
 @click.option("--freeze-backbone", is_flag=True, help="Train only the new embedding layer (backbone features cached).")
 @click.option("--head-init", type=click.Choice(["pca", "random"]), default=_DEFAULTS.head_init, show_default=True,
               help="Start the new layer as a projection of the pretrained embedding, or at random.")
+@click.option("--flip/--no-flip", default=_DEFAULTS.flip, show_default=True,
+              help="Mirror-image augmentation, and flip-averaged validation embeddings.")
 @click.option("--epochs", type=click.IntRange(1), default=_DEFAULTS.epochs, show_default=True)
 @click.option("--miner", type=click.Choice(["semi-hard", "batch-hard", "batch-all"]), default=_DEFAULTS.miner,
               show_default=True, help="How triplets are chosen inside each batch.")
@@ -132,7 +134,7 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
 @json_option
 @click.pass_context
 def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weights: Path | None, scratch: bool,
-            dim: int, freeze_backbone: bool, head_init: str, epochs: int, miner: str, margin: float,
+            dim: int, freeze_backbone: bool, head_init: str, flip: bool, epochs: int, miner: str, margin: float,
             batch_identities: int, batch_faces: int, optimizer: str, lr: float, weight_decay: float, seed: int,
             device: str, amp: bool, compile_: bool, val_pairs: Path | None, val_images: Path | None,
             run_dir: Path | None, resume: bool, out: Path, quiet: bool, as_json: bool) -> None:
@@ -163,7 +165,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     config = replace(
         TrainConfig(), dim=dim, margin=margin, epochs=epochs, identities_per_batch=batch_identities,
         faces_per_identity=batch_faces, optimizer=optimizer, lr=lr, weight_decay=weight_decay, seed=seed,
-        miner=miner, freeze_backbone=freeze_backbone, head_init="random" if scratch else head_init, amp=amp,
+        miner=miner, freeze_backbone=freeze_backbone, flip=flip, head_init="random" if scratch else head_init, amp=amp,
         compile=compile_,
     )
     run_dir = run_dir or user_data_dir() / "runs" / datetime.now(timezone.utc).strftime("train-%Y%m%d-%H%M%S")

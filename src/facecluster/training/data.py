@@ -33,8 +33,8 @@ SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff",
 ImageReader = Callable[[Path], np.ndarray]
 #: Builds the detector only when some photo is not cached yet (loading MTCNN costs time).
 DetectorFactory = Callable[[], Any]
-#: ``features(crops (N,H,W,3) uint8 tensor, flip, stage) -> (N, 1792)``: the backbone, for the feature cache.
-FeatureFn = Callable[[torch.Tensor, bool, str], torch.Tensor]
+#: ``features(crops (N,H,W,3) uint8 tensor, flip) -> (N, 1792)``: the backbone, for the feature cache.
+FeatureFn = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
 @dataclass
@@ -183,8 +183,12 @@ class CropCache:
 
 
 def _feature_cache(digests: Sequence[str], crops: np.ndarray, fn: FeatureFn, model_name: str, crop_key_: str,
-                   flips: bool, stage: str) -> torch.Tensor:
-    """(N, 1 or 2, 1792) features, reusing ``cache_dir()/train-features`` entries keyed by crop digest."""
+                   flips: bool, stage: str, progress: ProgressFn = null_progress, chunk: int = 128) -> torch.Tensor:
+    """(N, 1 or 2, 1792) features, reusing ``cache_dir()/train-features`` entries keyed by crop digest.
+
+    The original and the mirrored crop are cached separately (``digest`` and ``digest:flip``), and the
+    cache is saved after every ``chunk`` crops, so an interrupted run keeps what it computed.
+    """
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{model_name}-{crop_key_}")
     path = cache_dir() / "train-features" / f"{safe}.pt"
     store: dict[str, torch.Tensor] = {}
@@ -193,21 +197,22 @@ def _feature_cache(digests: Sequence[str], crops: np.ndarray, fn: FeatureFn, mod
             store = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
             store = {}
-    variants = 2 if flips else 1
-    missing = [i for i, d in enumerate(digests) if d not in store or store[d].shape[0] < variants]
-    if missing:
-        batch = torch.as_tensor(crops[missing])
-        parts = [fn(batch, False, stage)]
-        if flips:
-            parts.append(fn(batch, True, f"{stage}+flip"))
-        stacked = torch.stack(parts, dim=1)
-        for row, i in enumerate(missing):
-            store[digests[i]] = stacked[row].clone()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(store, tmp)
-        tmp.replace(path)
-    return torch.stack([store[d][:variants] for d in digests]) if digests else torch.empty(0, variants, 1792)
+    variants = [(False, "", stage)] + ([(True, ":flip", f"{stage}+flip")] if flips else [])
+    for flip, suffix, name in variants:
+        missing = [i for i, d in enumerate(digests) if d + suffix not in store]
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            feats = fn(torch.as_tensor(crops[part]), flip)
+            for row, i in enumerate(part):
+                store[digests[i] + suffix] = feats[row].clone()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(store, tmp)
+            tmp.replace(path)
+            progress(name, start + len(part), len(missing))
+    if not digests:
+        return torch.empty(0, len(variants), 1792)
+    return torch.stack([torch.stack([store[d + suffix] for _, suffix, _ in variants]) for d in digests])
 
 
 @dataclass
@@ -221,9 +226,10 @@ class FaceSet:
     crop_key: str
     report: DataReport
 
-    def cached_features(self, fn: FeatureFn, model_name: str, flips: bool) -> torch.Tensor:
+    def cached_features(self, fn: FeatureFn, model_name: str, flips: bool,
+                        progress: ProgressFn = null_progress) -> torch.Tensor:
         """Backbone features of every crop (and of its mirror with ``flips``): (N, 1|2, 1792), cached."""
-        return _feature_cache(self.digests, self.crops, fn, model_name, self.crop_key, flips, "features")
+        return _feature_cache(self.digests, self.crops, fn, model_name, self.crop_key, flips, "features", progress)
 
 
 @dataclass
@@ -241,9 +247,11 @@ class ValidationSet:
     skipped_pairs: int = 0
     no_face: int = 0
 
-    def cached_features(self, fn: FeatureFn, model_name: str, flips: bool) -> torch.Tensor:
+    def cached_features(self, fn: FeatureFn, model_name: str, flips: bool,
+                        progress: ProgressFn = null_progress) -> torch.Tensor:
         """Backbone features of the validation crops, as :meth:`FaceSet.cached_features`."""
-        return _feature_cache(self.digests, self.crops, fn, model_name, self.crop_key, flips, "val features")
+        return _feature_cache(self.digests, self.crops, fn, model_name, self.crop_key, flips, "val features",
+                              progress)
 
 
 def _finish(crops: list[np.ndarray], names_of: list[str], digests: list[str], key: str, report: DataReport,

@@ -208,10 +208,10 @@ def _make_optimizer(name: str, params: list[nn.Parameter], lr: float, weight_dec
     raise DataError(f"unknown optimizer {name!r}: choose adagrad, adam or adamw")
 
 
-def _augment(crops: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+def _augment(crops: torch.Tensor, shift: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
     """Random horizontal flips and random crops shifted by up to ``shift`` pixels (edge-padded), NCHW."""
     n, _, h, w = crops.shape
-    flips = torch.rand(n, generator=generator) < 0.5
+    flips = (torch.rand(n, generator=generator) < 0.5) & flip
     out = torch.where(flips[:, None, None, None].to(crops.device), torch.flip(crops, dims=[3]), crops)
     if shift > 0:
         padded = F.pad(out, (shift, shift, shift, shift), mode="replicate")
@@ -324,18 +324,20 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     _seed_everything(config.seed)
     model = build_model(config.dim, base, config.dropout, dev)
     frozen = config.freeze_backbone
-    flip_val = config.val_flip
+    flip_val = config.flip
     clock = time.perf_counter()
 
     # Cached features: frozen backbone => every crop and its mirror once; validation crops likewise.
     train_feats = val_feats = None
+
+    def features_of(crops: torch.Tensor, flip: bool) -> torch.Tensor:
+        return backbone_features(model, crops, dev, flip=flip)
+
     need_feats = frozen or config.head_init == "pca"
     if need_feats:
-        train_feats = data.cached_features(lambda crops, flip, stage: backbone_features(
-            model, crops, dev, flip=flip, progress=progress, stage=stage), base.name, flips=frozen)
+        train_feats = data.cached_features(features_of, base.name, flips=frozen and config.flip, progress=progress)
     if frozen and val is not None:
-        val_feats = val.cached_features(lambda crops, flip, stage: backbone_features(
-            model, crops, dev, flip=flip, progress=progress, stage=stage), base.name, flips=True)
+        val_feats = val.cached_features(features_of, base.name, flips=config.flip, progress=progress)
     baseline = None
     if val is not None and base.state_dict is not None and "last_linear.weight" in base.state_dict:
         baseline = validate(_base_embeddings(model, base.state_dict, frozen, dev, flip_val, val, val_feats), val)
@@ -396,6 +398,10 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         aug_rng = torch.Generator().manual_seed(epoch_seed + 1)
         miner = make_miner(config.miner, config.margin, generator=miner_rng)
         model.train()
+        if frozen and config.head_init == "pca":
+            # The PCA-initialised layer keeps the statistics it was given (its affine part still trains):
+            # batch statistics of small P x K batches under dropout would distort the projection at once.
+            model.last_bn.eval()
         if base.state_dict is not None:
             # The pretrained backbone keeps its BatchNorm statistics: small P x K batches would
             # replace them with noisy batch estimates (and the shared weights have BN folded in).
@@ -411,11 +417,11 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=config.amp):
                 if frozen:
                     assert train_feats is not None
-                    choice = torch.randint(0, 2, (len(batch),), generator=aug_rng)
+                    choice = torch.randint(0, train_feats.shape[1], (len(batch),), generator=aug_rng)
                     emb = head_embeddings(model, train_feats[idx, choice].to(dev))
                 else:
                     assert crops_all is not None
-                    x = _augment(standardise(crops_all[idx]), config.augment_shift, aug_rng).to(dev)
+                    x = _augment(standardise(crops_all[idx]), config.augment_shift, aug_rng, config.flip).to(dev)
                     emb = train_step(x)
             emb = emb.float()
             triplets = miner(emb, labels)
