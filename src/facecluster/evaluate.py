@@ -260,9 +260,9 @@ def write_roc_png(path: Path, far: np.ndarray, tpr: np.ndarray, title: str = "RO
     points = [to_xy(float(x), float(y)) for x, y in zip(far, tpr) if x > 0]
     if len(points) > 1:
         draw.line(points, fill=(31, 119, 180), width=2)
-    draw.text((left, 12), title, fill="black")
+    draw.text((left, 6), title, fill="black")
     draw.text(((left + right) // 2 - 60, size - 30), "false accept rate (log)", fill="black")
-    draw.text((8, top - 30), "true accept rate", fill="black")
+    draw.text((8, top - 16), "true accept rate", fill="black")
     try:
         image.save(path, format="PNG")
     except OSError as exc:
