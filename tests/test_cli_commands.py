@@ -16,9 +16,8 @@ from facecluster import pipeline
 from facecluster.catalog import Catalog
 from facecluster.cli import cli
 from facecluster.errors import EXIT_PARTIAL
-from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, ensure_images_module, fake_crop, make_library, make_photo
+from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, fake_crop, make_library, make_photo
 
-ensure_images_module()
 
 N_FACES = sum(len(v) for v in LIBRARY.values())
 

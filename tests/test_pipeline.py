@@ -12,9 +12,7 @@ import pytest
 from facecluster.catalog import Catalog
 from facecluster.config import PipelineConfig
 from facecluster.pipeline import decode_crop, detect_paths, embed_pending, encode_crop, read_path_list
-from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, ensure_images_module, fake_crop, make_library
-
-ensure_images_module()
+from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, fake_crop, make_library
 
 
 @pytest.fixture()
