@@ -289,3 +289,10 @@ def test_ctrl_c_leaves_a_consistent_catalog_and_the_next_run_resumes(env: dict, 
     out = json.loads(run(env, "cluster", str(env["root"]), "--json").stdout)
     assert out["detect"]["skipped"] == done and out["detect"]["detected"] == len(LIBRARY) - done
     assert out["cluster"]["faces"] == N_FACES
+
+
+def test_hdbscan_method(env: dict) -> None:
+    result = run(env, "cluster", str(env["root"]), "--method", "hdbscan", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["cluster"]["mode"] == "full" and out["cluster"]["faces"] == N_FACES
