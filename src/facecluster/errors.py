@@ -20,7 +20,16 @@ class FaceclusterError(Exception):
 
 
 class ImageError(FaceclusterError):
-    """A photo could not be read or decoded (corrupt, truncated, unsupported, too large)."""
+    """A photo could not be read or decoded (corrupt, truncated, unsupported, too large).
+
+    ``reason`` is the message without the file name, for reports that already print the path::
+
+        ImageError("empty file (0 bytes)", name="a.jpg")  # str() -> "a.jpg: empty file (0 bytes)"
+    """
+
+    def __init__(self, reason: str, name: str | None = None) -> None:
+        super().__init__(f"{name}: {reason}" if name else reason)
+        self.reason = reason
 
 
 class WeightsError(FaceclusterError):

@@ -75,15 +75,15 @@ def load_image(path: Path, max_side: int | None = None, *, max_pixels: int = Det
     path = Path(path)
     name = path.name
     if path.is_dir():
-        raise ImageError(f"{name}: is a directory, not an image file")
+        raise ImageError("is a directory, not an image file", name)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError("no such file", str(path)) from None
     except OSError as exc:
-        raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+        raise ImageError(f"cannot read: {exc.strerror or exc}", name) from None
     if size == 0:
-        raise ImageError(f"{name}: empty file (0 bytes)")
+        raise ImageError("empty file (0 bytes)", name)
     if path.suffix.lower() in _HEIF_SUFFIXES:
         _register_heif()
     try:
@@ -95,27 +95,27 @@ def load_image(path: Path, max_side: int | None = None, *, max_pixels: int = Det
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image too large to decode safely (over {max_pixels:,} pixels)") from None
+        raise ImageError(f"image too large to decode safely (over {max_pixels:,} pixels)", name) from None
     except UnidentifiedImageError:
         hint = " (HEIC/HEIF needs pillow-heif)" if path.suffix.lower() in _HEIF_SUFFIXES else ""
-        raise ImageError(f"{name}: not an image file in a supported format{hint}") from None
+        raise ImageError(f"not an image file in a supported format{hint}", name) from None
     except MemoryError:
-        raise ImageError(f"{name}: not enough memory to decode this image") from None
+        raise ImageError("not enough memory to decode this image", name) from None
     except OSError as exc:
         if exc.errno is not None:  # a real I/O error (permissions, a vanished network share)
-            raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
-        raise ImageError(f"{name}: truncated or corrupt image data ({_first_line(exc)})") from None
+            raise ImageError(f"cannot read: {exc.strerror or exc}", name) from None
+        raise ImageError(f"truncated or corrupt image data ({_first_line(exc)})", name) from None
     except Exception as exc:  # noqa: BLE001 - the decoders of a dozen formats raise a dozen exception types
-        raise ImageError(f"{name}: corrupt image ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ImageError(f"corrupt image ({type(exc).__name__}: {_first_line(exc)})", name) from None
 
 
 def _decode(image: Image.Image, name: str, max_side: int | None, max_pixels: int) -> LoadedImage:
     """Open image -> LoadedImage: size check, draft, decode, 8-bit RGB, resize, orientation."""
     stored_w, stored_h = image.size
     if stored_w * stored_h > max_pixels:
-        raise ImageError(f"{name}: image too large to decode safely ({stored_w}×{stored_h} pixels)")
+        raise ImageError(f"image too large to decode safely ({stored_w}×{stored_h} pixels)", name)
     if stored_w == 0 or stored_h == 0:
-        raise ImageError(f"{name}: image has no pixels ({stored_w}×{stored_h})")
+        raise ImageError(f"image has no pixels ({stored_w}×{stored_h})", name)
     orientation = _orientation(image)
     image.seek(0)  # GIF, TIFF, WebP: the first frame
     target = _target_size(stored_w, stored_h, max_side)
@@ -223,9 +223,9 @@ def file_hash(path: Path) -> str:
             while block := stream.read(1 << 20):
                 digest.update(block)
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError("no such file", str(path)) from None
     except IsADirectoryError:
-        raise ImageError(f"{Path(path).name}: is a directory, not an image file") from None
+        raise ImageError("is a directory, not an image file", Path(path).name) from None
     except OSError as exc:
-        raise ImageError(f"{Path(path).name}: cannot read: {exc.strerror or exc}") from None
+        raise ImageError(f"cannot read: {exc.strerror or exc}", Path(path).name) from None
     return digest.hexdigest()

@@ -204,8 +204,10 @@ def _prepare(path: Path, known_hashes: frozenset[str], max_side: int, force: boo
     item = _Prepared(path, stat.st_size, stat.st_mtime)
     try:
         item.hash = file_hash(path)
-    except (OSError, ImageError) as exc:
-        item.error = f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+    except ImageError as exc:
+        item.error = exc.reason
+    except OSError as exc:
+        item.error = f"cannot read: {exc.strerror or exc}"
         return item
     if item.hash in known_hashes and not force:
         item.known = True
@@ -213,7 +215,7 @@ def _prepare(path: Path, known_hashes: frozenset[str], max_side: int, force: boo
     try:
         item.image = load_image(path, max_side=max_side)
     except ImageError as exc:
-        item.error = str(exc)
+        item.error = exc.reason  # the report prints the path already
     except (OSError, ValueError, MemoryError) as exc:  # decoders raise these for odd files: record, go on
         item.error = f"cannot decode: {type(exc).__name__}: {exc}"
     return item
