@@ -123,3 +123,48 @@ def test_cuda_without_a_gpu_is_a_model_error(weights_file: Path) -> None:
         load_embedder(weights=weights_file, device="cuda")
     with pytest.raises(ModelError, match="unknown device"):
         check_device("tpu:0:1")
+
+
+def test_fused_inference_model_equals_the_original() -> None:
+    """Folding BatchNorm into the convs changes nothing but rounding (random weights, random BN stats)."""
+    import torch
+
+    from facecluster.models.inception_resnet_v1 import InceptionResnetV1, fuse_for_inference
+
+    torch.manual_seed(0)
+    model = InceptionResnetV1(embedding_dim=64)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.randn(2, 3, 160, 160)
+    with torch.inference_mode():
+        expected = model(x)
+        got = fuse_for_inference(model)(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+
+
+def test_precision_choices_agree_and_bad_precision_is_one_line() -> None:
+    import numpy as np
+    import pytest
+    import torch
+
+    from facecluster.config import EmbedConfig
+    from facecluster.embed import FaceNetEmbedder, resolve_precision
+    from facecluster.errors import ModelError
+    from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+
+    torch.manual_seed(1)
+    model = InceptionResnetV1(embedding_dim=32).eval()
+    crops = np.random.default_rng(0).integers(0, 256, (3, 160, 160, 3), dtype=np.uint8)
+    exact = FaceNetEmbedder(model, "random:0", EmbedConfig(precision="float32")).embed(crops)
+    half = FaceNetEmbedder(model, "random:0", EmbedConfig(precision="bfloat16")).embed(crops)
+    assert half.dtype == np.float32 and np.allclose(np.linalg.norm(half, axis=1), 1.0, atol=1e-5)
+    assert ((exact - half) ** 2).sum(axis=1).max() < 0.02  # bf16 rounding only, far below any threshold
+    assert resolve_precision("auto", "cpu") in ("float32", "bfloat16")
+    with pytest.raises(ModelError, match="unknown precision"):
+        resolve_precision("fp8", "cpu")
