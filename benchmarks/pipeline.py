@@ -137,7 +137,7 @@ def main() -> None:
         print(json.dumps(crop_formats(args.lfw, args.weights)))
         return
     result: dict = {"threads": args.threads, "device": args.device,
-                    "note": "2 CPU cores shared with other engineers' jobs: timings are noisy"}
+                    "load_average_at_start": os.getloadavg()[0]}
     work = Path(tempfile.mkdtemp(prefix="facecluster-bench-"))
     try:
         sample = lfw_sample(args.lfw, args.lfw_photos)
