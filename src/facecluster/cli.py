@@ -8,7 +8,6 @@ and catalog-only commands start without importing torch.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 import click
 
 from facecluster import __version__
+from facecluster.commands import load_command
 from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, FaceclusterError
 
 #: command name -> "module:attribute" under facecluster.commands
@@ -52,13 +52,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(f"facecluster.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"facecluster.commands.{module_name}":
-                return None
-            raise
-        return getattr(module, attr)
+        return load_command(module_name, attr)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

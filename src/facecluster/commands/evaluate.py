@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
+
+from facecluster.commands import load_command
 
 #: subcommand -> module under facecluster.commands exposing ``command``
 _SUBCOMMANDS = {"lfw": "evaluate_lfw", "clusters": "evaluate_clusters"}
@@ -18,13 +18,7 @@ class _EvaluateGroup(click.Group):
         module_name = _SUBCOMMANDS.get(cmd_name)
         if module_name is None:
             return None
-        try:
-            module = importlib.import_module(f"facecluster.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"facecluster.commands.{module_name}":
-                return None
-            raise
-        return module.command
+        return load_command(module_name)
 
 
 @click.group(cls=_EvaluateGroup)
