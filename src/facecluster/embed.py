@@ -73,11 +73,13 @@ class FaceNetEmbedder:
 
     def __post_init__(self) -> None:
         self._fast: InceptionResnetV1 | None = None
+        # Resolved once: a bad setting fails here, and the hardware probe stays off the per-batch path.
+        self._dtype = resolve_precision(self.config.precision, self.device)
 
     @property
     def dtype(self) -> str:
         """The compute precision in use: "float32" or "bfloat16" (``EmbedConfig.precision``)."""
-        return resolve_precision(self.config.precision, self.device)
+        return self._dtype
 
     def _runtime(self) -> InceptionResnetV1:
         # Built on first use: BatchNorm folded into the convs and channels-last layout, which oneDNN runs
