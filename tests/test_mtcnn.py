@@ -121,8 +121,9 @@ def test_integral_image_and_resampling_equal_interpolate_area() -> None:
     images = [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8), rng.integers(0, 256, (37, 53, 3), dtype=np.uint8),
               rng.integers(0, 256, (20, 31, 3), dtype=np.uint8)]
     table = integral_image(images[2])
-    assert table.shape == (3, 21, 32)
-    np.testing.assert_array_equal(table[:, 1:, 1:], images[2].transpose(2, 0, 1).astype(np.int64).cumsum(1).cumsum(2))
+    assert table.shape == (21, 32, 4)
+    np.testing.assert_array_equal(table[1:, 1:, :3], images[2].astype(np.int64).cumsum(0).cumsum(1))
+    assert not table[0].any() and not table[:, 0].any() and not table[..., 3].any()
     photos = _Photos(images, torch.device("cpu"))
     as_tensor = torch.from_numpy(np.stack(images[:2])).permute(0, 3, 1, 2).float()
     for out in [(27, 38), (12, 12), (37, 53), (50, 70)]:  # down, far down, same size, up

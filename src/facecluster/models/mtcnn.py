@@ -267,19 +267,20 @@ def _nms_sequential(
 
 
 def integral_image(image: np.ndarray) -> np.ndarray:
-    """Summed-area table ``(3, H + 1, W + 1)`` of an ``(H, W, 3)`` uint8 image, zero first row and column.
+    """Summed-area table ``(H + 1, W + 1, 4)`` of an ``(H, W, 3)`` uint8 image, zero first row and column.
 
-    Channels first, so pyramid levels are row gathers plus one matrix product over columns. int32 while
-    the total fits (photos up to ~8 Mpx), else int64. Example::
+    Channels last and padded to four, so the three sums of one pixel are one 16-byte item: a crop's
+    corner lookups then fetch one item each instead of three scattered values (2.5x faster gathers).
+    The fourth channel stays zero. int32 while the total fits (photos up to ~8 Mpx), else int64. Example::
 
-        integral_image(np.ones((2, 2, 3), np.uint8))[:, 2, 2]   # array([4, 4, 4], dtype=int32)
+        integral_image(np.ones((2, 2, 3), np.uint8))[2, 2]   # array([4, 4, 4, 0], dtype=int32)
     """
     h, w, c = image.shape
     dtype = np.int32 if 255 * h * w < 2**31 else np.int64
-    table = np.zeros((c, h + 1, w + 1), dtype=dtype)
-    inner = table[:, 1:, 1:]
-    np.cumsum(image.transpose(2, 0, 1), axis=1, dtype=dtype, out=inner)  # numpy's cumsum is far faster than torch's
-    np.cumsum(inner, axis=2, out=inner)
+    table = np.zeros((h + 1, w + 1, 4), dtype=dtype)
+    inner = table[1:, 1:, :c]
+    np.cumsum(image, axis=0, dtype=dtype, out=inner)  # numpy's cumsum is far faster than torch's
+    np.cumsum(inner, axis=1, out=inner)
     return table
 
 
@@ -301,6 +302,22 @@ def _take(table: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
     if _numpy_ok(table.device):
         return torch.from_numpy(table.numpy().take(index.numpy(), axis=dim))
     return table.index_select(dim, index)
+
+
+def _pixel_items(flat: np.ndarray) -> np.ndarray:
+    """The ``(N, 4)`` table as N single items (complex128 for int32: a reinterpretation, no copy).
+
+    numpy's take copies a 16-byte item with one move; a ``(N, 4)`` take along axis 0 goes through its
+    generic chunk loop, and an int64 table (32-byte rows) stays on that path.
+    """
+    return flat.view(np.complex128).reshape(-1) if flat.dtype == np.int32 else flat
+
+
+def _gather(items: np.ndarray, index: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    # Rows ``index`` (any shape) of the pixel table as an ``(*index.shape, 4)`` integer array.
+    if items.dtype == np.complex128:
+        return items.take(index).view(dtype).reshape(*index.shape, 4)
+    return items.take(index, axis=0)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -357,8 +374,9 @@ def _bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
 
 
 class _Photos:
-    """The photos of one call: their integral images in one flat table, photos of equal size adjacent, so
-    that a pyramid level of a size group is one view and the crops of all photos are one gather."""
+    """The photos of one call: their integral images stacked in one ``(N, 4)`` table (one row per pixel
+    corner), photos of equal size adjacent, so that a pyramid level of a size group is one view and the
+    crops of all photos are one gather."""
 
     def __init__(self, images: Sequence[np.ndarray], device: torch.device) -> None:
         self.device = device
@@ -368,33 +386,37 @@ class _Photos:
         order = [i for index in self.groups.values() for i in index]
         tables = {i: integral_image(images[i]) for i in order}
         dtype = np.result_type(*(t.dtype for t in tables.values()))
-        flat = np.concatenate([tables[i].ravel() for i in order]).astype(dtype, copy=False)
-        sizes = np.array([tables[i].size for i in order])
+        flat = np.concatenate([tables[i].reshape(-1, 4) for i in order]).astype(dtype, copy=False)
+        rows = np.array([tables[i].shape[0] * tables[i].shape[1] for i in order])
         bases = np.empty(len(images), dtype=np.int64)
-        bases[order] = np.cumsum(sizes) - sizes
+        bases[order] = np.cumsum(rows) - rows
         self.bases = torch.from_numpy(bases).to(device)
         self.heights = torch.tensor([img.shape[0] for img in images], device=device)
         self.widths = torch.tensor([img.shape[1] for img in images], device=device)
         self.flat = torch.from_numpy(flat).to(device)
+        self._items = _pixel_items(flat) if _numpy_ok(device) else None
 
     def tables(self, index: list[int]) -> torch.Tensor:
-        """The integral images of one size group, as a ``(B, 3, H + 1, W + 1)`` view."""
+        """The integral images of one size group, as a ``(B, H + 1, W + 1, 4)`` view."""
         h, w = int(self.heights[index[0]]), int(self.widths[index[0]])
         start = int(self.bases[index[0]])
-        return self.flat[start : start + len(index) * 3 * (h + 1) * (w + 1)].view(len(index), 3, h + 1, w + 1)
+        return self.flat[start : start + len(index) * (h + 1) * (w + 1)].view(len(index), h + 1, w + 1, 4)
 
     def level(self, index: list[int], out_h: int, out_w: int) -> torch.Tensor:
-        """Area-resample a size group to ``(B, 3, out_h, out_w)``: ``interpolate(mode="area")``, exactly."""
+        """Area-resample a size group to ``(B, 3, out_h, out_w)``: ``interpolate(mode="area")``, exactly.
+
+        The result is laid out channels-last, as PNet wants it.
+        """
         table = self.tables(index)
-        h, w = table.shape[2] - 1, table.shape[3] - 1
+        h, w = table.shape[1] - 1, table.shape[2] - 1
         zero = torch.zeros(1, dtype=torch.long, device=self.device)
         r0, r1 = (edge[0] for edge in _bins(zero, torch.full_like(zero, h), out_h))
         c0, c1 = (edge[0] for edge in _bins(zero, torch.full_like(zero, w), out_w))
         # Sums over row bins of each column prefix, then over column bins: two gathers of table entries.
-        sums = _take(table, r1, 2) - _take(table, r0, 2)
-        sums = _take(sums, c1, 3) - _take(sums, c0, 3)
-        count = ((r1 - r0)[:, None] * (c1 - c0)[None, :]).to(torch.float32)
-        return sums.to(torch.float32) / count
+        sums = _take(table, r1, 1) - _take(table, r0, 1)
+        sums = _take(sums, c1, 2) - _take(sums, c0, 2)
+        count = ((r1 - r0)[:, None] * (c1 - c0)[None, :]).to(torch.float32)[..., None]
+        return (sums.to(torch.float32) / count)[..., :3].permute(0, 3, 1, 2)
 
     def crops(self, photo: torch.Tensor, boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Crop ``boxes`` of photos ``photo``, clipped as facenet-pytorch does, area-resampled to ``size``².
@@ -413,28 +435,33 @@ class _Photos:
         photo, x0, y0, x1, y1 = photo[ok], x0[ok], y0[ok], x1[ok], y1[ok]
         r0, r1 = _bins(y0, y1 - y0, size)
         c0, c1 = _bins(x0, x1 - x0, size)
-        stride = (self.widths[photo] + 1)[:, None, None, None]
-        plane = stride * (self.heights[photo] + 1)[:, None, None, None] * torch.arange(3, device=self.device)
-        # One gather of the (start, end) × (start, end) grid of table entries: (K, 2s, 2s, 3).
-        rows = (self.bases[photo][:, None, None, None] + plane) + torch.cat([r0, r1], 1)[:, :, None, None] * stride
-        cols = torch.cat([c0, c1], 1)[:, None, :, None]
+        # Table rows of the four corners of every output pixel: (K, size, size) each; a bin's sum is
+        # T[r1, c1] - T[r0, c1] - T[r1, c0] + T[r0, c0].
+        stride = (self.widths[photo] + 1)[:, None, None]
+        base = self.bases[photo][:, None, None]
+        top, bottom = base + r0[:, :, None] * stride, base + r1[:, :, None] * stride
+        left, right = c0[:, None, :], c1[:, None, :]
         count = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :])[..., None]
-        if _numpy_ok(self.device):
+        if self._items is not None:
             # numpy here: its take is about twice as fast as torch's indexing and its small ops cost less
-            # (the crops are the largest cost after the networks). int32 indices halve the memory traffic.
-            index_type = np.int32 if self.flat.numel() < 2**31 else np.int64
-            grid = self.flat.numpy().take(rows.numpy().astype(index_type) + cols.numpy().astype(index_type))
-            total = grid[:, size:, size:] - grid[:, :size, size:]
-            total -= grid[:, size:, :size]
-            total += grid[:, :size, :size]
+            # (the crops are the largest cost after the networks). int32 indices halve the index traffic;
+            # four contiguous corner gathers keep the sums' arithmetic on contiguous arrays.
+            index_type = np.int32 if self.flat.shape[0] < 2**31 else np.int64
+            top, bottom = top.numpy().astype(index_type), bottom.numpy().astype(index_type)
+            left, right = left.numpy().astype(index_type), right.numpy().astype(index_type)
+            items, dtype = self._items, self.flat.numpy().dtype
+            total = _gather(items, bottom + right, dtype)
+            total -= _gather(items, top + right, dtype)
+            total -= _gather(items, bottom + left, dtype)
+            total += _gather(items, top + left, dtype)
             means = total.astype(np.float32)
             means /= count.numpy().astype(np.float32)
-            crops = _normalise(torch.from_numpy(means).permute(0, 3, 1, 2))
+            crops = torch.from_numpy(means)
         else:
-            grid = self.flat[rows + cols]
-            total = grid[:, size:, size:] - grid[:, :size, size:] - grid[:, size:, :size] + grid[:, :size, :size]
-            crops = _normalise((total.to(torch.float32) / count.to(torch.float32)).permute(0, 3, 1, 2))
-        return crops, ok
+            flat = self.flat
+            total = flat[bottom + right] - flat[top + right] - flat[bottom + left] + flat[top + left]
+            crops = total.to(torch.float32) / count.to(torch.float32)
+        return _normalise(crops[..., :3].permute(0, 3, 1, 2)), ok
 
 
 def _pieces(n: int, largest: int) -> list[int]:
