@@ -54,6 +54,19 @@ def test_batching_does_not_change_vectors(network: InceptionResnetV1) -> None:
     assert np.abs(one - all_at_once).max() < 1e-4
 
 
+def test_embed_runs_full_batches_then_power_of_two_pieces(network: InceptionResnetV1,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = FaceNetEmbedder(network, "r", EmbedConfig(crop_size=96, batch_size=4, flip=True))
+    seen: list[int] = []
+    forward = embedder._forward
+    monkeypatch.setattr(embedder, "_forward", lambda batch: seen.append(len(batch)) or forward(batch))
+    x = crops(11, seed=3)
+    out = embedder.embed(x)
+    assert seen == [4, 4, 2, 1]  # few distinct shapes whatever the count
+    alone = FaceNetEmbedder(network, "r", EmbedConfig(crop_size=96, batch_size=16, flip=True)).embed(x)
+    assert np.abs(out - alone).max() < 1e-4
+
+
 def test_flip_averaging_makes_a_crop_and_its_mirror_equal(network: InceptionResnetV1) -> None:
     x = crops(1, seed=2)
     mirrored = x[:, :, ::-1].copy()

@@ -135,6 +135,32 @@ def test_embed_pending_is_idempotent_and_matches_inline_embedding(library: Path)
     assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 2 * n
 
 
+def test_parallel_workers_write_the_same_catalog_as_one(library: Path) -> None:
+    def content(workers: int) -> tuple[list, list]:
+        catalog = Catalog.open(None)
+        config = PipelineConfig(batch_size=2, workers=workers)  # four batches of two photos
+        report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop, embedder=FakeEmbedder(),
+                              pipeline=config)
+        assert report.detected == len(LIBRARY) and report.embedded == report.faces
+        faces = catalog.db.execute(
+            "SELECT f.id, p.hash, f.x1, f.y1, f.x2, f.y2, f.crop FROM faces f JOIN photos p ON p.id = f.photo_id ORDER BY f.id"
+        ).fetchall()
+        vectors = catalog.db.execute("SELECT face_id, vector FROM embeddings ORDER BY face_id").fetchall()
+        return faces, vectors
+
+    one = content(1)
+    assert content(3) == one and content(0) == one  # same ids, in the same order, same vectors
+
+
+def test_compute_workers() -> None:
+    import torch
+
+    from facecluster.pipeline import compute_workers
+
+    assert compute_workers(3, "cpu") == 3 and compute_workers(0, "cuda") == 1
+    assert compute_workers(0, "cpu") == max(1, torch.get_num_threads())
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_crop_round_trip(fmt: str) -> None:
     crop = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)

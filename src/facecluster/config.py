@@ -18,8 +18,6 @@ class DetectConfig:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # face probability to pass PNet, RNet, ONet
     factor: float = 0.709  # scale step between pyramid levels (area halves every two levels)
     nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)  # per scale, PNet, RNet, ONet (min)
-    crop_size: int = 160
-    margin: int = 14  # pixels around the box, in the original image, before resizing to crop_size
     max_side: int = 1600  # photos are decoded/downscaled so their longer side is at most this
     max_pixels: int = 178_956_970  # decompression-bomb guard: larger images are refused (Pillow's own limit × 2)
 
@@ -61,6 +59,9 @@ class PipelineConfig:
     """How `detect`/`embed`/`cluster` walk a library: batching, prefetch, stored crops (engineer C)."""
 
     batch_size: int = 16  # photos per detection batch and per catalog transaction
+    batch_pixels: int = 4_000_000  # or fewer photos, once a batch holds this many pixels (large photos
+    # then spread over the workers instead of queueing in one batch)
+    workers: int = 0  # batches computed side by side; 0: one per CPU thread (each single-threaded), 1 on GPU
     prefetch_workers: int = 2  # threads hashing and decoding the next photos while the models run
     crop_format: str = "jpeg"  # stored aligned crops: "jpeg" or "png" (docs/clustering.md: effect measured)
     jpeg_quality: int = 95

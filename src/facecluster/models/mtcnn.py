@@ -22,12 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from facecluster.batching import batch_pieces
+
 NmsMode = Literal["union", "min"]
 
 _MEAN = 127.5
 _SCALE = 0.0078125  # 1 / 128: MTCNN's input normalisation
 _CHUNK_PIXELS = 128 * 48 * 48  # crop pixels per RNet/ONet forward: bounds memory, keeps the work in cache
-_PNET_BATCH = 16  # photos per PNet forward (a power of two, see ``_pieces``)
+_PNET_BATCH = 16  # photos per PNet forward (a power of two, see ``facecluster.batching``)
 
 
 class PNet(nn.Module):
@@ -464,21 +466,6 @@ class _Photos:
         return _normalise(crops[..., :3].permute(0, 3, 1, 2)), ok
 
 
-def _pieces(n: int, largest: int) -> list[int]:
-    """Split ``n`` into powers of two no larger than ``largest`` (a power of two): 45, 32 -> [32, 8, 4, 1].
-
-    oneDNN builds (slowly: ~10 ms for ONet) a kernel for every new batch shape; powers of two keep the
-    shapes of a whole run to a handful, so after the first photos every call reuses cached kernels.
-    """
-    pieces = [largest] * (n // largest)
-    rest = n % largest
-    while rest:
-        piece = 1 << (rest.bit_length() - 1)
-        pieces.append(piece)
-        rest -= piece
-    return pieces
-
-
 def _classify(
     photos: _Photos, net: nn.Module, photo: torch.Tensor, boxes: torch.Tensor, size: int
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -497,7 +484,7 @@ def _classify(
             memory_format=torch.channels_last
         )
     outs, start = [], 0
-    for piece in _pieces(padded, _CHUNK_PIXELS // (size * size)):
+    for piece in batch_pieces(padded, _CHUNK_PIXELS // (size * size)):
         outs.append(net(crops[start : start + piece]))
         start += piece
     return ok, tuple(torch.cat(parts)[:n] for parts in zip(*outs, strict=True))
@@ -533,7 +520,7 @@ def _proposals(
     for (height, width), index in photos.groups.items():
         scales = pyramid_scales(height, width, settings.min_face_size, settings.factor)
         start = 0
-        for piece in _pieces(len(index), _PNET_BATCH):
+        for piece in batch_pieces(len(index), _PNET_BATCH):
             part, start = index[start : start + piece], start + piece
             for scale in scales:
                 found = _pnet_level(photos, pnet, part, height, width, scale, settings)
