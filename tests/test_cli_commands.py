@@ -296,3 +296,29 @@ def test_hdbscan_method(env: dict) -> None:
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["cluster"]["mode"] == "full" and out["cluster"]["faces"] == N_FACES
+
+
+def test_a_finished_rerun_never_loads_the_embedding_network(env: dict, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from facecluster import embed as embed_module
+    from facecluster.embed import open_embedder
+    from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+
+    torch.manual_seed(0)
+    weights = tmp_path / "random-casia-webface.pt"
+    torch.save(InceptionResnetV1().state_dict(), weights)
+    monkeypatch.setattr(pipeline, "load_embedder", lambda w, m, d="cpu", c=None, p=None: open_embedder(w, m, d, c))
+    first = json.loads(run(env, "cluster", str(env["root"]), "--weights", str(weights), "--json").stdout)
+    assert first["detect"]["embedded"] == N_FACES
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the network was loaded on a run with nothing to embed")
+
+    monkeypatch.setattr(embed_module, "build_embedder", refuse)
+    again = run(env, "cluster", str(env["root"]), "--weights", str(weights), "--json")
+    assert again.exit_code == 0, again.output
+    out = json.loads(again.stdout)
+    assert out["detect"]["skipped"] == len(LIBRARY) and out["embed"]["embedded"] == 0
+    assert out["cluster"]["faces"] == N_FACES

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from facecluster.config import EmbedConfig
-from facecluster.embed import FaceNetEmbedder, check_device, load_embedder, model_id_for, standardise
+from facecluster.embed import (
+    FaceNetEmbedder,
+    check_device,
+    load_embedder,
+    model_id_for,
+    open_embedder,
+    standardise,
+)
 from facecluster.errors import ImageError, ModelError, WeightsError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
 
@@ -128,6 +135,34 @@ def test_load_embedder_errors_are_one_line(tmp_path: Path, weights_file: Path) -
         load_embedder(weights=wrong)
     with pytest.raises(ModelError, match="not a facecluster model file"):
         load_embedder(model_path=weights_file)
+
+
+def test_open_embedder_names_without_loading_and_loads_once_on_use(
+        tmp_path: Path, weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster import embed as embed_module
+    from facecluster.models.model_file import save_model_file
+
+    eager = load_embedder(weights=weights_file, config=SMALL)
+    builds: list[object] = []
+    build = embed_module.build_embedder
+    monkeypatch.setattr(embed_module, "build_embedder", lambda *a, **k: builds.append(a) or build(*a, **k))
+    lazy = open_embedder(weights=weights_file, config=SMALL)
+    assert lazy.model_id == eager.model_id and not lazy.loaded and builds == []  # named from a hash only
+    x = crops(2, seed=4)
+    assert np.abs(lazy.embed(x) - eager.embed(x)).max() < 1e-5
+    assert lazy.dim == 512 and lazy.loaded and len(builds) == 1
+    torch.manual_seed(6)
+    sha = save_model_file(tmp_path / "t.pt", InceptionResnetV1(embedding_dim=64), base="b", meta={})
+    trained = open_embedder(model_path=tmp_path / "t.pt", config=SMALL)
+    assert trained.model_id == load_embedder(model_path=tmp_path / "t.pt", config=SMALL).model_id
+    assert trained.model_id == f"trained:{sha[:8]}+crop96m32" and trained.dim == 64
+    with pytest.raises(ModelError, match="not found"):
+        open_embedder(model_path=tmp_path / "missing.pt")
+    with pytest.raises(ModelError, match="not both"):
+        open_embedder(weights=weights_file, model_path=weights_file)
+    lazy_wrong = open_embedder(model_path=weights_file)  # plain weights given as --model: found out on load
+    with pytest.raises(ModelError, match="not a facecluster model file"):
+        lazy_wrong.embed(x)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

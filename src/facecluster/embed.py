@@ -265,6 +265,8 @@ def check_device(device: str) -> str:
 
     Example: ``check_device("cpu")`` -> "cpu"
     """
+    if device == "cpu":  # the common case needs no torch import (a finished re-run never loads it)
+        return device
     import torch
 
     try:
@@ -295,6 +297,54 @@ def _load_trained(model_path: Path, device: str) -> tuple[InceptionResnetV1, dic
     return load_model_file(model_path, device=device)
 
 
+@dataclass(frozen=True)
+class EmbedderSource:
+    """The network an embedder loads and the id of its vectors, found without loading it (a hash).
+
+    Example: ``embedder_source(weights=Path("casia.pt")).base_id`` -> "casia-webface:415ef259"
+    """
+
+    path: Path
+    trained: bool  # a ``facecluster train`` model file (else pretrained weights)
+    base_id: str
+
+
+def embedder_source(weights: Path | None = None, model_path: Path | None = None, config: EmbedConfig = EmbedConfig(),
+                    progress: ProgressFn = null_progress) -> EmbedderSource:
+    """Resolve ``--weights``/``--model`` to a file (downloading published weights if need be) and name it."""
+    from facecluster.weights import EMBEDDING_NAMES, file_sha256, resolve_weights
+
+    if weights is not None and model_path is not None:
+        raise ModelError("give either --weights (pretrained) or --model (trained), not both")
+    if model_path is not None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelError(f"model file {path} not found: give a file written by `facecluster train`")
+        return EmbedderSource(path, True, f"trained:{file_sha256(path)[:8]}")
+    if weights is not None and str(weights) in EMBEDDING_NAMES and not Path(weights).exists():
+        path = resolve_weights(str(weights), progress=progress)
+    else:
+        path = resolve_weights(config.weights, weights, progress=progress)
+    digest = file_sha256(path)
+    return EmbedderSource(path, False, f"{_weights_name(path, digest)}:{digest[:8]}")
+
+
+def build_embedder(source: EmbedderSource, device: str = "cpu", config: EmbedConfig = EmbedConfig()) -> FaceNetEmbedder:
+    """Load the network of ``source`` on ``device``: ``FaceNetEmbedder``."""
+    from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+    from facecluster.weights import load_state_dict
+
+    device = check_device(device)
+    if source.trained:
+        model, _ = _load_trained(source.path, device)
+        return FaceNetEmbedder(model.eval(), source.base_id, config, device)
+    state = load_state_dict(source.path)
+    if state.get("format") == "facecluster-model":
+        raise ModelError(f"{source.path} is a trained facecluster model: pass it with --model, not --weights")
+    model = InceptionResnetV1.from_state_dict(state, device=device)
+    return FaceNetEmbedder(model, source.base_id, config, device)
+
+
 def load_embedder(weights: Path | None = None, model_path: Path | None = None, device: str = "cpu",
                   config: EmbedConfig = EmbedConfig(), progress: ProgressFn = null_progress) -> FaceNetEmbedder:
     """Build the embedder: a trained model file (``model_path``) or pretrained weights (``weights``;
@@ -305,24 +355,51 @@ def load_embedder(weights: Path | None = None, model_path: Path | None = None, d
         load_embedder(weights=Path("/work/shared/weights/facenet-casia-webface.pt")).model_id
         # 'casia-webface:415ef259+flip'
     """
-    from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-    from facecluster.weights import EMBEDDING_NAMES, file_sha256, load_state_dict, resolve_weights
+    check_device(device)
+    return build_embedder(embedder_source(weights, model_path, config, progress), device, config)
 
+
+class LazyEmbedder:
+    """The ``Embedder`` interface, with the network loaded on first use (``embed`` or ``dim``).
+
+    A re-run over a finished library needs only ``model_id`` (a file hash), so it never loads the
+    network, nor imports torch. Thread-safe: pipeline workers may call ``embed`` side by side. Example::
+
+        embedder = open_embedder(weights=Path("casia.pt"))
+        embedder.model_id        # 'casia-webface:415ef259+flip' (hashed, not loaded)
+        embedder.embed(crops)    # loads the network now
+    """
+
+    def __init__(self, source: EmbedderSource, device: str = "cpu", config: EmbedConfig = EmbedConfig()) -> None:
+        self.source, self.device, self.config = source, device, config
+        self.model_id = model_id_for(source.base_id, config)
+        self.path = source.path
+        self._loaded: FaceNetEmbedder | None = None
+        self._loading = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def load(self) -> FaceNetEmbedder:
+        """The network, loaded once."""
+        if self._loaded is None:
+            with self._loading:
+                if self._loaded is None:
+                    self._loaded = build_embedder(self.source, self.device, self.config)
+        return self._loaded
+
+    @property
+    def dim(self) -> int:
+        return self.load().dim
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB crops -> (N, dim) float32 unit rows (``FaceNetEmbedder.embed``)."""
+        return self.load().embed(crops)
+
+
+def open_embedder(weights: Path | None = None, model_path: Path | None = None, device: str = "cpu",
+                  config: EmbedConfig = EmbedConfig(), progress: ProgressFn = null_progress) -> LazyEmbedder:
+    """``load_embedder``'s checks and naming now, the network on first use (``LazyEmbedder``)."""
     device = check_device(device)
-    if weights is not None and model_path is not None:
-        raise ModelError("give either --weights (pretrained) or --model (trained), not both")
-    if model_path is not None:
-        model, meta = _load_trained(Path(model_path), device)
-        digest = str(meta.get("sha256") or file_sha256(Path(model_path)))
-        return FaceNetEmbedder(model.eval(), f"trained:{digest[:8]}", config, device)
-    if weights is not None and str(weights) in EMBEDDING_NAMES and not Path(weights).exists():
-        path = resolve_weights(str(weights), progress=progress)
-    else:
-        path = resolve_weights(config.weights, weights, progress=progress)
-    state = load_state_dict(path)
-    if state.get("format") == "facecluster-model":
-        raise ModelError(f"{path} is a trained facecluster model: pass it with --model, not --weights")
-    model = InceptionResnetV1.from_state_dict(state, device=device)
-    digest = file_sha256(path)
-    return FaceNetEmbedder(model, f"{_weights_name(path, digest)}:{digest[:8]}", config, device)
-
+    return LazyEmbedder(embedder_source(weights, model_path, config, progress), device, config)

@@ -118,10 +118,10 @@ def load_embedder(
     config: EmbedConfig = EmbedConfig(),
     progress: ProgressFn = null_progress,
 ) -> EmbedderLike:
-    """The FaceNet embedder (engineer B's ``facecluster.embed.load_embedder``)."""
-    from facecluster.embed import load_embedder as _load
+    """The FaceNet embedder, its network loaded on first use (``facecluster.embed.open_embedder``)."""
+    from facecluster.embed import open_embedder
 
-    return _load(weights=weights, model_path=model_path, device=device, config=config, progress=progress)
+    return open_embedder(weights=weights, model_path=model_path, device=device, config=config, progress=progress)
 
 
 def default_crop() -> CropFn:
@@ -635,8 +635,9 @@ def embed_pending(
 
         embed_pending(catalog, embedder).embedded  # 1234
     """
-    catalog.ensure_model(embedder.model_id, embedder.dim, path=_str_or_none(getattr(embedder, "path", None)))
     todo = pending_faces(catalog, embedder.model_id, force=force)
+    if todo:  # ``dim`` may load the network (``LazyEmbedder``): only when there is work for it
+        catalog.ensure_model(embedder.model_id, embedder.dim, path=_str_or_none(getattr(embedder, "path", None)))
     report = EmbedReport(model_id=embedder.model_id)
     progress("embed", 0, len(todo))
     conn = catalog.db.conn
