@@ -53,11 +53,12 @@ def make_large(sources: list[Path], target: Path, n: int, faces_per_photo: int =
     return out
 
 
-def run_pipeline(folder: Path, weights: Path, device: str) -> dict:
+def run_pipeline(folder: Path, weights: Path, device: str, workers: int = 0) -> dict:
     """detect_paths with inline embedding over ``folder`` into a fresh catalog; returns timings."""
     from facecluster.catalog import Catalog
-    from facecluster.config import DetectConfig, EmbedConfig
-    from facecluster.pipeline import detect_paths, load_detector, load_embedder
+    from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
+    from facecluster.embed import load_embedder
+    from facecluster.pipeline import detect_paths, load_detector
 
     start = time.perf_counter()
     detector = load_detector(DetectConfig(), device)
@@ -65,13 +66,16 @@ def run_pipeline(folder: Path, weights: Path, device: str) -> dict:
     load_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp, Catalog.open(Path(tmp) / "c.db") as catalog:
         start, cpu_start = time.perf_counter(), time.process_time()
-        report = detect_paths(catalog, [folder], detector, embedder=embedder, crop_config=EmbedConfig())
+        config = PipelineConfig(workers=workers)
+        report = detect_paths(catalog, [folder], detector, embedder=embedder, crop_config=EmbedConfig(),
+                              pipeline=config)
         seconds = time.perf_counter() - start
         # CPU seconds of this process (all its threads): independent of how busy the shared cores are,
         # so cores / cpu_s_per_photo bounds the photos/s an otherwise idle machine would reach.
         cpu_s = time.process_time() - cpu_start
         start = time.perf_counter()
-        again = detect_paths(catalog, [folder], detector, embedder=embedder, crop_config=EmbedConfig())
+        again = detect_paths(catalog, [folder], detector, embedder=embedder, crop_config=EmbedConfig(),
+                             pipeline=config)
         rerun_s = time.perf_counter() - start
     return {
         "photos": report.detected,
@@ -89,14 +93,14 @@ def run_pipeline(folder: Path, weights: Path, device: str) -> dict:
     }
 
 
-def _fresh_run(folder: Path, weights: Path, device: str, threads: int) -> dict:
+def _fresh_run(folder: Path, weights: Path, device: str, threads: int, workers: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    return run_pipeline(folder, weights, device)
+    return run_pipeline(folder, weights, device, workers)
 
 
-def repeated(folder: Path, weights: Path, device: str, threads: int, repeats: int) -> dict:
+def repeated(folder: Path, weights: Path, device: str, threads: int, repeats: int, workers: int = 0) -> dict:
     """``run_pipeline`` ``repeats`` times, each in a fresh process (as a user's command starts: no kernel
     or page cache of the process warmed by an earlier run): the median run (by photos/s) plus every run's."""
     import multiprocessing
@@ -105,7 +109,7 @@ def repeated(folder: Path, weights: Path, device: str, threads: int, repeats: in
     runs = []
     for _ in range(max(1, repeats)):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs.append(pool.submit(_fresh_run, folder, weights, device, threads).result())
+            runs.append(pool.submit(_fresh_run, folder, weights, device, threads, workers).result())
     runs.sort(key=lambda run: run["photos_per_s"])
     return {**runs[len(runs) // 2], "runs_photos_per_s": [run["photos_per_s"] for run in runs]}
 
@@ -146,6 +150,9 @@ def main() -> None:
     parser.add_argument("--large-photos", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs per workload; the median is reported")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="PipelineConfig.workers: 0 = one single-threaded worker per thread; 1 = one worker "
+                             "with all threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "facenet-casia-webface.pt")
     parser.add_argument("--lfw", type=Path, default=SHARED / "data" / "lfw-dev")
@@ -160,7 +167,7 @@ def main() -> None:
     if args.crop_formats:
         print(json.dumps(crop_formats(args.lfw, args.weights)))
         return
-    result: dict = {"threads": args.threads, "device": args.device,
+    result: dict = {"threads": args.threads, "workers": args.workers, "device": args.device,
                     "load_average_at_start": os.getloadavg()[0]}
     work = Path(tempfile.mkdtemp(prefix="facecluster-bench-"))
     try:
@@ -170,11 +177,12 @@ def main() -> None:
         for i, photo in enumerate(sample):
             shutil.copy2(photo, small / f"{i:05d}_{photo.name}")
         if args.lfw_photos:
-            result["lfw_250x250"] = repeated(small, args.weights, args.device, args.threads, args.repeats)
+            result["lfw_250x250"] = repeated(small, args.weights, args.device, args.threads, args.repeats,
+                                             args.workers)
         if args.large_photos:
             large = make_large(sample, work / "large", args.large_photos)
             result["large_4000x3000"] = {**repeated(large[0].parent, args.weights, args.device, args.threads,
-                                                     args.repeats),
+                                                     args.repeats, args.workers),
                                          "pasted_faces_per_photo": 5}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -155,10 +155,13 @@ def test_parallel_workers_write_the_same_catalog_as_one(library: Path) -> None:
 def test_compute_workers() -> None:
     import torch
 
-    from facecluster.pipeline import compute_workers
+    from facecluster.pipeline import compute_workers, threads_per_worker
 
     assert compute_workers(3, "cpu") == 3 and compute_workers(0, "cuda") == 1
     assert compute_workers(0, "cpu") == max(1, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    assert threads_per_worker(1) == threads and threads_per_worker(10 * threads) == 1
+    assert threads_per_worker(compute_workers(0, "cpu")) == 1  # the default: single-threaded workers
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])

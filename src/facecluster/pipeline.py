@@ -530,7 +530,8 @@ def detect_paths(
             crop_fn = default_crop()
         if pool is None:  # once the model exists: its device sets the number of workers
             workers = compute_workers(pipeline.workers, _device_of(model, embedder))
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="facecluster-compute", initializer=_one_thread)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="facecluster-compute", initializer=_set_threads,
+                                      initargs=(threads_per_worker(workers),))
         in_flight.append((items, pool.submit(compute, loaded)))
         while len(in_flight) > workers:  # bounded: at most one batch waiting per busy worker
             write(*in_flight.popleft())
@@ -555,7 +556,7 @@ def detect_paths(
 
 def compute_workers(setting: int, device: str) -> int:
     """How many batches run side by side: ``setting`` when positive; else one per CPU thread torch may use
-    on the CPU (each worker runs torch single-threaded) and one on a GPU.
+    on the CPU (each worker then runs torch single-threaded, ``threads_per_worker``) and one on a GPU.
 
     Two single-threaded workers beat one two-threaded loop by ~30% on 2 cores: no barrier after every
     small operator, and one worker's numpy and Python steps overlap the other's convolutions. Example:
@@ -570,11 +571,21 @@ def compute_workers(setting: int, device: str) -> int:
     return max(1, torch.get_num_threads())
 
 
-def _one_thread() -> None:
-    # Worker threads run torch single-threaded: the parallelism is across batches (``compute_workers``).
+def threads_per_worker(workers: int) -> int:
+    """The torch threads each of ``workers`` gets: this thread's share, at least one.
+
+    Example: with ``torch.get_num_threads() == 2``, ``threads_per_worker(2)`` -> 1, ``threads_per_worker(1)`` -> 2
+    """
     import torch
 
-    torch.set_num_threads(1)
+    return max(1, torch.get_num_threads() // max(1, workers))
+
+
+def _set_threads(threads: int) -> None:
+    # A worker thread's torch thread count (torch keeps it per thread): its share of the cores.
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _device_of(*candidates: Any) -> str:
