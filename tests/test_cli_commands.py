@@ -266,7 +266,9 @@ def test_cluster_on_an_empty_catalog(env: dict, tmp_path: Path) -> None:
     assert run(env, "faces").stdout == ""
 
 
-def test_ctrl_c_leaves_a_consistent_catalog_and_the_next_run_resumes(env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("workers", [1, 2])  # this thread, or a pool of workers
+def test_ctrl_c_leaves_a_consistent_catalog_and_the_next_run_resumes(env: dict, monkeypatch: pytest.MonkeyPatch,
+                                                                     workers: int) -> None:
     from facecluster.config import PipelineConfig
 
     class Interrupted(FakeDetector):
@@ -277,7 +279,7 @@ def test_ctrl_c_leaves_a_consistent_catalog_and_the_next_run_resumes(env: dict, 
 
     monkeypatch.setattr(pipeline, "load_detector", lambda *a, **k: Interrupted())
     monkeypatch.setattr(pipeline.detect_paths, "__kwdefaults__",
-                        {**pipeline.detect_paths.__kwdefaults__, "pipeline": PipelineConfig(batch_size=3)})
+                        {**pipeline.detect_paths.__kwdefaults__, "pipeline": PipelineConfig(batch_size=3, workers=workers)})
     result = run(env, "cluster", str(env["root"]))
     assert result.exit_code == 130 and "resume" in result.stderr
     with Catalog.open(env["db"]) as catalog:
