@@ -494,9 +494,9 @@ def detect_paths(
             vectors = embedder.embed(np.stack([decode_crop(face.crop) for face in all_faces]))
         return per_photo, vectors
 
-    def write(items: list[_Prepared], result: Future[tuple[list[list[_NewFace]], np.ndarray | None]]) -> None:
+    def write(items: list[_Prepared], result: tuple[list[list[_NewFace]], np.ndarray | None]) -> None:
         nonlocal done
-        per_photo, vectors = result.result()
+        per_photo, vectors = result
         loaded = [item for item in items if item.image is not None]
         with catalog.transaction():  # a batch's photos, faces and vectors land together
             face_ids: list[int] = []
@@ -536,13 +536,15 @@ def detect_paths(
         if pool is None:
             # One worker: this thread, with all its torch threads (a multi-threaded torch off the main
             # thread ran ~15-30% slower here), and each batch written as soon as it is computed.
-            computed: Future[Any] = Future()
-            computed.set_result(compute(loaded))
-            write(items, computed)
+            write(items, compute(loaded))
             return
         in_flight.append((items, pool.submit(compute, loaded)))
         while len(in_flight) > workers:  # bounded: at most one batch waiting per busy worker
-            write(*in_flight.popleft())
+            write_next()
+
+    def write_next() -> None:
+        items, future = in_flight.popleft()
+        write(items, future.result())  # a worker's exception (or Ctrl-C while waiting) is raised here
 
     try:
         for item in _prefetched(todo, known, config.max_side, force, pipeline.prefetch_workers):
@@ -554,7 +556,7 @@ def detect_paths(
         if batch:
             submit()
         while in_flight:
-            write(*in_flight.popleft())
+            write_next()
     finally:
         # On Ctrl-C or an error: drop batches not started; those running finish but are not written.
         if pool is not None:
