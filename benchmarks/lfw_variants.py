@@ -84,8 +84,6 @@ def crop(variant: str, pixels: np.ndarray, face: object) -> np.ndarray:
 
 def features(variant: str, paths: list[Path], found: dict[Path, list], weights: Path, cache: Path) -> dict:
     """Un-normalised embeddings of each image's crop and of its mirror (cached per variant)."""
-    import torch
-
     from facecluster.align import centre_face, crop_face
     from facecluster.config import EmbedConfig
     from facecluster.embed import load_embedder
@@ -97,8 +95,6 @@ def features(variant: str, paths: list[Path], found: dict[Path, list], weights: 
         with file.open("rb") as f:
             return pickle.load(f)
     embedder = load_embedder(weights=weights, config=EmbedConfig(flip=False))
-    model = embedder._runtime()  # the shipped inference copy (folded BN, channels-last, its precision)
-    bf16 = embedder.dtype == "bfloat16"
     out: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
     for start in range(0, len(paths), 32):
         chunk = paths[start:start + 32]
@@ -111,10 +107,7 @@ def features(variant: str, paths: list[Path], found: dict[Path, list], weights: 
                 crops.append(crop(variant, pixels, chosen))
             else:
                 crops.append(crop_face(pixels, centre_face(pixels.shape[:2]), 160, 32))
-        x = torch.from_numpy(np.stack(crops))
-        x = torch.cat([x, torch.flip(x, dims=[2])]).float().sub_(127.5).div_(128.0).permute(0, 3, 1, 2)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            f = model.features(x).float().numpy()
+        f = embedder.raw_features(np.stack(crops), mirror=True)  # the shipped inference path and precision
         for i, path in enumerate(chunk):
             out[path] = (f[i], f[len(chunk) + i])
     with file.open("wb") as f:

@@ -83,6 +83,17 @@ def test_flip_averaging_makes_a_crop_and_its_mirror_equal(network: InceptionResn
     assert np.abs(plain.embed(x) - plain.embed(mirrored)).max() > 1e-4
 
 
+def test_raw_features_are_what_embed_averages_and_normalises(network: InceptionResnetV1) -> None:
+    x = crops(3, seed=5)
+    flip = FaceNetEmbedder(network, "r", EmbedConfig(crop_size=96, flip=True))
+    raw = flip.raw_features(x, mirror=True)
+    assert raw.shape == (6, 512) and raw.dtype == np.float32
+    summed = raw[:3] + raw[3:]
+    np.testing.assert_allclose(summed / np.linalg.norm(summed, axis=1, keepdims=True), flip.embed(x), atol=1e-5)
+    mirrored = FaceNetEmbedder(network, "r", SMALL).raw_features(x[:, :, ::-1].copy())
+    np.testing.assert_allclose(raw[3:], mirrored, atol=1e-4)  # the second half is the mirrors'
+
+
 def test_other_crop_sizes_are_resized(network: InceptionResnetV1) -> None:
     embedder = FaceNetEmbedder(network, "r", SMALL)
     assert embedder.embed(crops(1, size=120)).shape == (1, 512)

@@ -97,26 +97,38 @@ class FaceNetEmbedder:
                     self._fast = fuse_for_inference(self.model).to(memory_format=torch.channels_last)
         return self._fast if self._fast is not None else self.model
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
+    def _features(self, batch: np.ndarray, mirror: bool) -> torch.Tensor:
+        # Un-normalised float32 features of ``batch`` and then, with ``mirror``, of its mirrored crops: one
+        # forward over both halves (a batch twice as large keeps the cores busier).
         import torch
 
         model = self._runtime()
         x = torch.from_numpy(np.ascontiguousarray(standardise(batch))).to(self.device)
+        if mirror:
+            x = torch.cat([x, torch.flip(x, dims=[3])])
         x = x.contiguous(memory_format=torch.channels_last)
         device_type = torch.device(self.device).type
         with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16,
                                                     enabled=self.dtype == "bfloat16"):
-            if self.config.flip:
-                # Average the un-normalised embeddings of the crop and its mirror, then normalise:
-                # a mirrored face is the same person, and the average is steadier than either. One
-                # forward over both halves: a batch twice as large keeps the cores busier.
-                both = torch.cat([x, torch.flip(x, dims=[3])]).contiguous(memory_format=torch.channels_last)
-                pair = model.features(both).float()
-                features = pair[: len(x)] + pair[len(x) :]
-            else:
-                features = model.features(x).float()
-            vectors = torch.nn.functional.normalize(features, p=2, dim=1)
-        return vectors.float().cpu().numpy()
+            return model.features(x).float()
+
+    def raw_features(self, crops: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """Un-normalised (N, dim) features of 160 px crops, then (with ``mirror``) N rows for their mirrors.
+
+        For evaluations that combine crops themselves (``benchmarks/lfw_variants.py``); ``embed`` is the
+        interface. Example: ``embedder.raw_features(crops, mirror=True).shape`` -> (2 * len(crops), 512)
+        """
+        return self._features(np.asarray(crops), mirror).cpu().numpy()
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        features = self._features(batch, self.config.flip)
+        if self.config.flip:
+            # Average the un-normalised embeddings of the crop and its mirror, then normalise:
+            # a mirrored face is the same person, and the average is steadier than either.
+            features = features[: len(batch)] + features[len(batch) :]
+        return torch.nn.functional.normalize(features, p=2, dim=1).cpu().numpy()
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB crops -> (N, dim) float32 unit rows; other sizes are resized first."""
