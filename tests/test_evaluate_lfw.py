@@ -88,6 +88,9 @@ def test_k_fold_metrics_equal_a_direct_computation() -> None:
         expected.append(np.mean((d[folds == k] < t) == same[folds == k]))
     assert r.accuracy == pytest.approx(np.mean(expected)) and r.accuracy_std == pytest.approx(np.std(expected))
     assert r.fold_accuracies == pytest.approx(expected)
+    # LFW's standard error of the mean, written out: sample variance over k - 1, divided by k.
+    mean = sum(expected) / 10
+    assert r.accuracy_sem == pytest.approx((sum((p - mean) ** 2 for p in expected) / 9 / 10) ** 0.5)
     assert 0.9 < r.accuracy <= 1.0 and 1.0 < r.threshold < 1.4
 
 
@@ -186,7 +189,7 @@ def test_evaluate_lfw_counts_no_face_and_skipped(fake_lfw: tuple[Path, Path]) ->
     assert report.missing == [str(root / "Bob" / "Bob_0002.jpg")]
     assert len(d) == report.pairs and seen[-1] == ("lfw", 6, 6)
     out = report.as_dict()
-    for key in ("accuracy", "accuracy_std", "val_at_far_1e-3", "threshold", "pairs", "skipped", "no_face",
+    for key in ("accuracy", "accuracy_std", "accuracy_sem", "val_at_far_1e-3", "threshold", "pairs", "skipped", "no_face",
                 "model_id", "seconds"):
         assert key in out
     json.dumps(out)

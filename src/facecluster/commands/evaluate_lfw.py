@@ -82,7 +82,8 @@ def command(images: Path, pairs: Path, weights: Path | None, model_path: Path | 
     if not quiet:
         r = report.result
         click.echo(
-            f"accuracy {100 * r.accuracy:.2f}% ± {100 * r.accuracy_std:.2f}%  "
+            f"accuracy {100 * r.accuracy:.2f}% ± {100 * r.accuracy_std:.2f}% (std; standard error "
+            f"{100 * r.accuracy_sem:.2f}%)  "
             f"VAL@FAR=1e-3 {100 * r.val:.2f}% ± {100 * r.val_std:.2f}%  threshold {r.threshold:.3f}  "
             f"({report.pairs} pairs, {report.skipped} skipped, {report.no_face} without a face; {report.model_id})",
             err=True,
