@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from facecluster.models.model_file import load_model_file
 from facecluster.training import data as data_module
 from facecluster.training.data import DataReport, FaceSet, ValidationSet, load_catalog_dataset
 from facecluster.training.trainer import BaseModel, build_model, train
+from tests.fakes import FakeFace
 
 SIZE = 80  # small crops keep the random-weight InceptionResnetV1 fast on two cores
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (200, 40, 200)]
@@ -178,22 +179,15 @@ def test_catalog_dataset_uses_named_faces(tmp_path: Path) -> None:
 # -- the command, with a fake reader and detector -------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Face:
-    box: tuple[float, float, float, float]
-    landmarks: tuple[tuple[float, float], ...]
-    probability: float
-
-
 class _CentreDetector:
     """One face in the middle of every photo (except all-black ones: no face)."""
 
-    def detect(self, images: list[np.ndarray]) -> list[list[_Face]]:
+    def detect(self, images: list[np.ndarray]) -> list[list[FakeFace]]:
         out = []
         for img in images:
             h, w = img.shape[:2]
             found = img.max() > 0
-            out.append([_Face((w * 0.25, h * 0.25, w * 0.75, h * 0.75), ((0.0, 0.0),) * 5, 0.99)] if found else [])
+            out.append([FakeFace((w * 0.25, h * 0.25, w * 0.75, h * 0.75), ((0.0, 0.0),) * 5, 0.99)] if found else [])
         return out
 
 
