@@ -59,6 +59,7 @@ class PipelineConfig:
     """How `detect`/`embed`/`cluster` walk a library: batching, prefetch, stored crops (engineer C)."""
 
     batch_size: int = 16  # photos per detection batch and per catalog transaction
+    embed_batch_size: int = 64  # stored crops per `embed` batch and per catalog transaction
     batch_pixels: int = 4_000_000  # or fewer photos, once a batch holds this many pixels (large photos
     # then spread over the workers instead of queueing in one batch)
     workers: int = 0  # batches computed side by side; 0: one per CPU thread (each single-threaded), 1 on GPU

@@ -646,7 +646,7 @@ def embed_pending(
     catalog: Catalog,
     embedder: EmbedderLike,
     *,
-    batch_size: int = 64,
+    batch_size: int = PipelineConfig.embed_batch_size,
     force: bool = False,
     progress: ProgressFn = null_progress,
 ) -> EmbedReport:

@@ -7,11 +7,13 @@ from pathlib import Path
 import click
 
 from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+from facecluster.config import PipelineConfig
 
 
 @click.command()
 @model_options
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Faces per batch (and per commit).")
+@click.option("--batch-size", type=click.IntRange(1), default=PipelineConfig.embed_batch_size, show_default=True,
+              help="Faces per batch (and per commit).")
 @force_option
 @quiet_option
 @json_option
