@@ -197,3 +197,17 @@ def make_library(root: Path, photos: dict[str, list[int]] | None = None) -> list
     """Write the generated library under ``root``; returns the photo paths (sorted)."""
     return sorted(make_photo(root / rel, ids) for rel, ids in (photos or LIBRARY).items())
 
+
+def insert_photo(db: Any, path: Path, **columns: Any) -> int:
+    """Insert a detected photo's catalog row directly (test setup, no detector): its id.
+
+    ``columns`` set or override fields (``hash`` defaults to one made from the path)::
+
+        pid = insert_photo(catalog.db, tmp_path / "a.jpg", width=120, height=80)
+    """
+    from facecluster.migrations import now
+
+    t = now()
+    row = {"hash": f"h-{path}", "path": str(path), "size": 1, "mtime": 0.0, "orientation": 1,
+           "status": "detected", "n_faces": 1, "added_at": t, "updated_at": t, **columns}
+    return int(db["photos"].insert(row).last_pk)

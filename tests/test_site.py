@@ -24,6 +24,7 @@ from facecluster.cli import cli
 from facecluster.config import SiteConfig
 from facecluster.migrations import now
 from facecluster.site import LabelCommands, build_site
+from tests.fakes import insert_photo
 
 MODEL = "test:0001"
 
@@ -90,25 +91,8 @@ def make_library(root: Path) -> Library:
         for key, path in photos.items():
             with Image.open(path) as im:
                 width, height = im.size
-            photo_ids[key] = (
-                db["photos"]
-                .insert(
-                    {
-                        "hash": f"h-{key}",
-                        "path": str(path),
-                        "size": path.stat().st_size,
-                        "mtime": path.stat().st_mtime,
-                        "width": width,
-                        "height": height,
-                        "orientation": 1,
-                        "status": "detected",
-                        "n_faces": 1,
-                        "added_at": t,
-                        "updated_at": t,
-                    }
-                )
-                .last_pk
-            )
+            photo_ids[key] = insert_photo(db, path, hash=f"h-{key}", size=path.stat().st_size,
+                                          mtime=path.stat().st_mtime, width=width, height=height)
             db["files"].insert({"path": str(path), "photo_id": photo_ids[key], "size": 1, "mtime": 0.0, "seen_at": t})
         run = (
             db["runs"]

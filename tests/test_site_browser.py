@@ -26,6 +26,7 @@ from facecluster.catalog import Catalog
 from facecluster.config import SiteConfig
 from facecluster.migrations import now
 from facecluster.site import build_site
+from tests.fakes import insert_photo
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -152,25 +153,7 @@ def _add_rotated_and_tiff_photos(library: Library) -> dict[str, int]:
             ("tiff", tiff, (200, 150), (20, 20, 80, 90)),
         ):
             t = now()
-            ids[key] = (
-                catalog.db["photos"]
-                .insert(
-                    {
-                        "hash": key,
-                        "path": str(path),
-                        "size": 1,
-                        "mtime": 0.0,
-                        "width": w,
-                        "height": h,
-                        "orientation": 1,
-                        "status": "detected",
-                        "n_faces": 1,
-                        "added_at": t,
-                        "updated_at": t,
-                    }
-                )
-                .last_pk
-            )
+            ids[key] = insert_photo(catalog.db, path, hash=key, width=w, height=h)
             catalog.db["faces"].insert(
                 {
                     "photo_id": ids[key],
