@@ -74,10 +74,10 @@ def test_from_weights_round_trip_and_clear_errors(tmp_path: Path) -> None:
     assert loaded.detect([image]) == nets.detect([image])
     with pytest.raises(WeightsError, match="not a facenet-pytorch PNet"):
         MTCNNDetector.from_weights(paths[1], paths[1], paths[2])
-    with pytest.raises(WeightsError, match="not found"):
+    with pytest.raises(WeightsError, match="does not exist"):
         MTCNNDetector.from_weights(tmp_path / "missing.pt", paths[1], paths[2])
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(WeightsError, match="cannot be read"):
+    with pytest.raises(WeightsError, match="corrupt or not a PyTorch state dict"):
         MTCNNDetector.from_weights(tmp_path / "junk.pt", paths[1], paths[2])
 
 

@@ -22,6 +22,7 @@ from facecluster.config import DetectConfig
 from facecluster.errors import ModelError, WeightsError
 from facecluster.models.mtcnn import CascadeSettings, ONet, PNet, RNet, detect_faces
 from facecluster.reporting import ProgressFn, null_progress
+from facecluster.weights import load_state_dict
 
 
 @dataclass(frozen=True)
@@ -151,21 +152,9 @@ def _faces(boxes: torch.Tensor, probs: torch.Tensor, points: torch.Tensor) -> li
     return faces
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise WeightsError(f"MTCNN weights {path} not found: pass an existing pnet.pt/rnet.pt/onet.pt") from exc
-    except Exception as exc:  # a truncated download or a file that is not a state dict
-        raise WeightsError(f"MTCNN weights {path} cannot be read ({type(exc).__name__}): download it again") from exc
-    if not isinstance(state, dict):
-        raise WeightsError(f"MTCNN weights {path} hold a {type(state).__name__}, not a state dict")
-    return state
-
-
 def _checked_state(net: torch.nn.Module, path: Path) -> dict[str, torch.Tensor]:
     # Check keys and shapes first so a wrong file gives one readable line, not a page of missing keys.
-    state = _load_state(path)
+    state = load_state_dict(path)
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:

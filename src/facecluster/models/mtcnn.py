@@ -6,13 +6,12 @@ thresholds), but it is written for throughput: resampling reads one integer inte
 runs once per pyramid level on all photos of equal size, RNet and ONet run on the candidates of all photos
 together, and NMS is a vectorised torch routine (no torchvision)::
 
-    pnet, rnet, onet = load_networks("pnet.pt", "rnet.pt", "onet.pt", device="cpu")
+    pnet, rnet, onet = PNet(), RNet(), ONet()   # load the weights: detect.MTCNNDetector.from_weights
     [(boxes, probs, points)] = detect_faces([rgb_uint8_array], pnet, rnet, onet)   # (N, 4), (N,), (N, 5, 2)
 """
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -599,26 +598,6 @@ def detect_faces(
     return results
 
 
-def load_networks(
-    pnet_path: str | os.PathLike[str],
-    rnet_path: str | os.PathLike[str],
-    onet_path: str | os.PathLike[str],
-    device: str | torch.device = "cpu",
-) -> tuple[PNet, RNet, ONet]:
-    """Build the three networks from facenet-pytorch state-dict files (``strict=True``) on ``device``.
-
-    Example::
-
-        pnet, rnet, onet = load_networks("pnet.pt", "rnet.pt", "onet.pt", device="cpu")
-    """
-    nets = (PNet(), RNet(), ONet())
-    for net, path in zip(nets, (pnet_path, rnet_path, onet_path), strict=True):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state, strict=True)
-        net.to(device).eval()
-    return nets
-
-
 __all__ = [
     "PNet",
     "RNet",
@@ -629,5 +608,4 @@ __all__ = [
     "integral_image",
     "pyramid_scales",
     "detect_faces",
-    "load_networks",
 ]
