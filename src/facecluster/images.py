@@ -10,7 +10,6 @@ a file that cannot be used raises ``ImageError`` with one line saying why::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
@@ -23,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from facecluster.config import DetectConfig
 from facecluster.errors import ImageError
+from facecluster.weights import file_sha256
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
@@ -217,15 +217,11 @@ def file_hash(path: Path) -> str:
 
     Example: ``file_hash(Path("a.jpg"))`` → ``"9f86d08…"``; raises ``ImageError`` when unreadable.
     """
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as stream:
-            while block := stream.read(1 << 20):
-                digest.update(block)
+        return file_sha256(path)
     except FileNotFoundError:
         raise ImageError("no such file", str(path)) from None
     except IsADirectoryError:
         raise ImageError("is a directory, not an image file", Path(path).name) from None
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}", Path(path).name) from None
-    return digest.hexdigest()

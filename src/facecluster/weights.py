@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -157,10 +154,14 @@ def _where_to_put(spec: WeightFile, target: Path) -> str:
 
 def _open_url(url: str, timeout: float) -> IO[bytes]:
     """Open a URL for reading (a seam for tests: they monkeypatch it or serve files on 127.0.0.1)."""
+    import urllib.request  # here, not at import: it costs ~20 ms and most runs find the file cached
+
     return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - fixed https URLs or test servers
 
 
 def _download(name: str, target: Path, progress: ProgressFn) -> Path:
+    import tempfile
+
     spec = WEIGHT_FILES[name]
     target.parent.mkdir(parents=True, exist_ok=True)
     # A temp file in the cache folder itself, so the final rename is atomic on the same file system.
@@ -185,7 +186,7 @@ def _download(name: str, target: Path, progress: ProgressFn) -> Path:
         if spec.sha256 is None:
             target.with_name(target.name + ".sha256").write_text(digest + "\n")
         return target
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except OSError as exc:  # urllib's URLError and TimeoutError are OSErrors too
         reason = getattr(exc, "reason", None) or exc
         raise WeightsError(f"cannot download {spec.filename} ({reason}): " + _where_to_put(spec, target)) from exc
     finally:

@@ -11,7 +11,6 @@ Format (version 1)::
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 import os
 import pickle
@@ -24,6 +23,7 @@ import torch
 
 from facecluster.errors import ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+from facecluster.weights import file_sha256
 
 FORMAT = "facecluster-model"
 VERSION = 1
@@ -42,15 +42,6 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v, where) for k, v in value.items()}
     raise ModelError(f"{where}: value of type {type(value).__name__} cannot be stored in a model file")
-
-
-def file_sha256(path: Path | str) -> str:
-    """sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model_file(path: Path | str, model: InceptionResnetV1, *, base: str, meta: dict[str, Any]) -> str:

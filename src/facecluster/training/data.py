@@ -26,6 +26,7 @@ from facecluster.config import DetectConfig, EmbedConfig
 from facecluster.errors import DataError, FaceclusterError
 from facecluster.paths import cache_dir
 from facecluster.reporting import ProgressFn, null_progress
+from facecluster.weights import file_sha256
 
 SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"})
 
@@ -70,14 +71,6 @@ def crop_key(detect: DetectConfig | None = None) -> str:
 
     size, margin, align = crop_settings()
     return f"{detector_key(detect or DetectConfig())}-{size}-{margin}-{'aligned' if align else 'box'}"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _encode_png(crop: np.ndarray) -> bytes:
@@ -135,7 +128,7 @@ class CropCache:
         todo: list[tuple[int, str, Path]] = []
         for i, path in enumerate(paths):
             try:
-                digest = _sha256_file(path)
+                digest = file_sha256(path)
             except OSError as exc:
                 report.unreadable.append(f"{path}: {exc.strerror or exc}")
                 continue
