@@ -147,22 +147,23 @@ class ONet(nn.Module):
 
 
 def box_overlap(a: torch.Tensor, b: torch.Tensor, mode: NmsMode = "union", plus_one: bool = False) -> torch.Tensor:
-    """Pairwise overlap of boxes ``a (N, 4)`` and ``b (M, 4)`` (x1, y1, x2, y2) as an ``(N, M)`` matrix.
+    """Pairwise overlap of boxes ``a (..., N, 4)`` and ``b (..., M, 4)`` (x1, y1, x2, y2): ``(..., N, M)``.
 
     ``mode="union"`` is IoU, ``"min"`` divides the intersection by the smaller area. ``plus_one`` counts
-    pixels inclusively (width = x2 - x1 + 1), as MTCNN's original final NMS does. Example::
+    pixels inclusively (width = x2 - x1 + 1), as MTCNN's original final NMS does. Leading dimensions are
+    batch dimensions (NMS compares a padded stack of groups with itself). Example::
 
         box_overlap(torch.tensor([[0., 0, 2, 2]]), torch.tensor([[1., 0, 3, 2]]))   # [[1/3]]
     """
     one = 1.0 if plus_one else 0.0
-    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
-    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
-    iw = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0]) + one).clamp(min=0)
-    ih = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1]) + one).clamp(min=0)
-    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0] + one) * (a[..., 3] - a[..., 1] + one)
+    area_b = (b[..., 2] - b[..., 0] + one) * (b[..., 3] - b[..., 1] + one)
+    iw = torch.minimum(a[..., :, None, 2], b[..., None, :, 2]) - torch.maximum(a[..., :, None, 0], b[..., None, :, 0])
+    ih = torch.minimum(a[..., :, None, 3], b[..., None, :, 3]) - torch.maximum(a[..., :, None, 1], b[..., None, :, 1])
+    inter = (iw + one).clamp_(min=0) * (ih + one).clamp_(min=0)
     if mode == "min":
-        return inter / torch.minimum(area_a[:, None], area_b[None, :])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+        return inter / torch.minimum(area_a[..., :, None], area_b[..., None, :])
+    return inter / (area_a[..., :, None] + area_b[..., None, :] - inter)
 
 
 def nms(
@@ -190,7 +191,8 @@ def nms(
     if groups is None or bool((groups == groups[0]).all()):
         if n * n <= 2**22:  # one group (one photo): no padding needed
             order = torch.argsort(scores, descending=True, stable=True)
-            suppress = _pairwise_overlap(boxes[order][None], mode, plus_one)[0] > threshold
+            ordered = boxes[order]
+            suppress = box_overlap(ordered, ordered, mode, plus_one) > threshold
             return order[_greedy_fixed_point(suppress.triu_(diagonal=1), torch.ones(n, dtype=torch.bool, device=device))]
         groups = torch.zeros(n, dtype=torch.long, device=device)
     # Order by group, then by descending score; ``slot`` is each box's rank inside its group.
@@ -209,7 +211,7 @@ def nms(
     padded[group_of, slot] = boxes[order]
     valid = torch.zeros(counts.numel(), width, dtype=torch.bool, device=device)
     valid[group_of, slot] = True
-    suppress = _pairwise_overlap(padded, mode, plus_one) > threshold
+    suppress = box_overlap(padded, padded, mode, plus_one) > threshold
     suppress &= valid[:, :, None] & valid[:, None, :]
     suppress.triu_(diagonal=1)  # only a higher-scoring box (earlier slot) may suppress
     keep = _greedy_fixed_point(suppress, valid)
@@ -230,19 +232,6 @@ def _greedy_fixed_point(suppress: torch.Tensor, valid: torch.Tensor) -> torch.Te
             break
         keep = new_keep
     return keep
-
-
-def _pairwise_overlap(boxes: torch.Tensor, mode: NmsMode, plus_one: bool) -> torch.Tensor:
-    # ``box_overlap`` for a stack (G, n, 4) -> (G, n, n).
-    one = 1.0 if plus_one else 0.0
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    area = (x2 - x1 + one) * (y2 - y1 + one)
-    iw = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :]) + one)
-    ih = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :]) + one)
-    inter = iw.clamp_(min=0) * ih.clamp_(min=0)
-    if mode == "min":
-        return inter / torch.minimum(area[:, :, None], area[:, None, :])
-    return inter / (area[:, :, None] + area[:, None, :] - inter)
 
 
 def _nms_sequential(
@@ -386,8 +375,7 @@ class _Photos:
             self.groups[(img.shape[0], img.shape[1])].append(i)
         order = [i for index in self.groups.values() for i in index]
         tables = {i: integral_image(images[i]) for i in order}
-        dtype = np.result_type(*(t.dtype for t in tables.values()))
-        flat = np.concatenate([tables[i].reshape(-1, 4) for i in order]).astype(dtype, copy=False)
+        flat = np.concatenate([tables[i].reshape(-1, 4) for i in order])  # int64 if any table needs it
         rows = np.array([tables[i].shape[0] * tables[i].shape[1] for i in order])
         bases = np.empty(len(images), dtype=np.int64)
         bases[order] = np.cumsum(rows) - rows
@@ -508,11 +496,11 @@ def _pnet_level(
 
 def _proposals(
     photos: _Photos, pnet: PNet, settings: CascadeSettings
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 1: PNet over the pyramid; photos of equal size share each forward pass.
 
-    Returns candidate boxes (N, 4), scores (N,), photo indices (N,), after per-scale and per-photo NMS
-    and box regression.
+    Returns candidate boxes (N, 4) and photo indices (N,), after per-scale and per-photo NMS and box
+    regression (RNet scores the candidates again, so PNet's scores are not returned).
     """
     device = photos.device
     all_boxes, all_scores, all_reg, all_photo = [], [], [], []
@@ -526,17 +514,16 @@ def _proposals(
                 for store, value in zip((all_boxes, all_scores, all_reg, all_photo), found, strict=True):
                     store.append(value)
     if not all_boxes:
-        empty = torch.empty(0, 4, device=device)
-        return empty, torch.empty(0, device=device), torch.empty(0, dtype=torch.long, device=device)
+        return torch.empty(0, 4, device=device), torch.empty(0, dtype=torch.long, device=device)
     boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
     reg, photo = torch.cat(all_reg), torch.cat(all_photo)
     keep = nms(boxes, scores, settings.nms_thresholds[1], photo)
-    boxes, scores, reg, photo = boxes[keep], scores[keep], reg[keep], photo[keep]
+    boxes, reg, photo = boxes[keep], reg[keep], photo[keep]
     # PNet's regression is relative to exclusive widths (unlike RNet/ONet's): keep facenet-pytorch's arithmetic.
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     boxes = boxes + reg * torch.stack([w, h, w, h], dim=1)
-    return _rerec(boxes), scores, photo
+    return _rerec(boxes), photo
 
 
 @torch.inference_mode()
@@ -558,7 +545,7 @@ def detect_faces(
     if len(images) == 0:
         return results
     photos = _Photos(images, next(pnet.parameters()).device)
-    boxes, _, photo = _proposals(photos, pnet, settings)
+    boxes, photo = _proposals(photos, pnet, settings)
 
     # Stage 2: RNet on all candidates of all photos at once.
     if boxes.shape[0]:
