@@ -204,10 +204,8 @@ def _prepare(path: Path, known_hashes: frozenset[str], max_side: int, force: boo
     item = _Prepared(path, stat.st_size, stat.st_mtime)
     try:
         item.hash = file_hash(path)
-    except ImageError as exc:
+    except ImageError as exc:  # file_hash turns every OSError into one: the file cannot be read at all
         item.error = exc.reason
-    except OSError as exc:
-        item.error = f"cannot read: {exc.strerror or exc}"
         return item
     if item.hash in known_hashes and not force:
         item.known = True
