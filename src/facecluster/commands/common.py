@@ -60,3 +60,12 @@ def model_options(func: F) -> F:
 def db_path(ctx: click.Context) -> Path:
     """The catalog path chosen on the group (``--db`` / ``FACECLUSTER_DB`` / default)."""
     return ctx.find_root().obj.db_path
+
+
+def read_image(path: Path) -> Any:
+    """Decode one photo to (H, W, 3) uint8 RGB with EXIF orientation applied, at most
+    ``DetectConfig.max_side`` px (``facecluster.images``): the reader of ``evaluate lfw`` and ``train``."""
+    from facecluster.config import DetectConfig
+    from facecluster.images import load_image
+
+    return load_image(path, max_side=DetectConfig().max_side).pixels

@@ -8,24 +8,17 @@ from typing import Any
 
 import click
 
-from facecluster.commands.common import json_option, model_options, quiet_option
+from facecluster.commands.common import json_option, model_options, quiet_option, read_image
 from facecluster.config import DetectConfig, EmbedConfig
 from facecluster.errors import EXIT_PARTIAL, DataError
 from facecluster.reporting import ProgressFn
 
 
 def load_detector(device: str, progress: ProgressFn) -> Any:
-    """The MTCNN detector (``facecluster.detect``); a seam that tests replace with a fake."""
-    from facecluster.detect import MTCNNDetector
+    """The MTCNN detector (``pipeline.load_detector``); a seam that tests replace with a fake."""
+    from facecluster.pipeline import load_detector as pipeline_detector
 
-    return MTCNNDetector.pretrained(config=DetectConfig(), device=device, progress=progress)
-
-
-def read_image(path: Path) -> Any:
-    """Decode one photo to (H, W, 3) uint8 RGB with EXIF orientation applied (``facecluster.images``)."""
-    from facecluster.images import load_image
-
-    return load_image(path, max_side=DetectConfig().max_side).pixels
+    return pipeline_detector(DetectConfig(), device=device, progress=progress)
 
 
 @click.command("lfw")

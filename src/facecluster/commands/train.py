@@ -12,16 +12,11 @@ from typing import Any, Iterator
 import click
 
 from facecluster.commands.common import db_path, json_option, quiet_option
+from facecluster.commands.common import read_image as _read_rgb  # a seam: tests replace it
 from facecluster.config import DetectConfig, TrainConfig
 from facecluster.errors import DataError
 
 _DEFAULTS = TrainConfig()
-
-
-def _read_rgb(path: Path) -> Any:
-    from facecluster.images import load_image
-
-    return load_image(path, max_side=DetectConfig().max_side).pixels
 
 
 def _detector_factory(device: str, progress: Any) -> Any:
