@@ -125,6 +125,7 @@ def command(
         with catalog.run("cluster", args) as run:
             with progress_bar(quiet) as progress:
                 embedder = load_embedder(weights, model_path, device, embed_config, progress)
+                failed: list[Any] = []  # FileFailure of detect_paths
                 if files:
                     detected = detect_paths(
                         catalog, files, lambda: load_detector(DetectConfig(), device, progress),
@@ -132,20 +133,18 @@ def command(
                         progress=progress,
                     )
                     result["detect"] = detected.to_dict()
+                    failed = detected.failed
                 result["embed"] = embed_pending(catalog, embedder, force=False, progress=progress).to_dict()
                 report = cluster_catalog(catalog, embedder.model_id, config, full=full, run_id=run.id, progress=progress)
             result["cluster"] = report.to_dict()
             run.stats = {"detect": {k: v for k, v in result.get("detect", {}).items() if k != "failed"},
                          "embed": result["embed"], "cluster": result["cluster"]}
-            failed = result.get("detect", {}).get("failed", [])
             run.status = "partial" if failed else "ok"
             people = list_people(catalog)
     result["clusters"] = people
     if not quiet:
         _summary(result, people[:10])
-    from facecluster.pipeline import FileFailure
-
-    print_failures([FileFailure(**f) for f in failed])
+    print_failures(failed)
     if as_json:
         emit_json(result)
     if failed:
