@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -216,12 +216,6 @@ def _weights_name(path: Path, digest: str) -> str:
     return next((name for name in EMBEDDING_NAMES if name in path.name), "weights")
 
 
-def _load_trained(model_path: Path, device: str) -> tuple[InceptionResnetV1, dict[str, Any]]:
-    from facecluster.models.model_file import load_model_file
-
-    return load_model_file(model_path, device=device)
-
-
 @dataclass(frozen=True)
 class EmbedderSource:
     """The network an embedder loads and the id of its vectors, found without loading it (a hash).
@@ -257,11 +251,12 @@ def embedder_source(weights: Path | None = None, model_path: Path | None = None,
 def build_embedder(source: EmbedderSource, device: str = "cpu", config: EmbedConfig = EmbedConfig()) -> FaceNetEmbedder:
     """Load the network of ``source`` on ``device``: ``FaceNetEmbedder``."""
     from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+    from facecluster.models.model_file import load_model_file
     from facecluster.weights import load_state_dict
 
     device = check_device(device)
     if source.trained:
-        model, _ = _load_trained(source.path, device)
+        model, _ = load_model_file(source.path, device=device)
         return FaceNetEmbedder(model.eval(), source.base_id, config, device)
     state = load_state_dict(source.path)
     if state.get("format") == "facecluster-model":
@@ -280,8 +275,7 @@ def load_embedder(weights: Path | None = None, model_path: Path | None = None, d
         load_embedder(weights=Path("/work/shared/weights/facenet-casia-webface.pt")).model_id
         # 'casia-webface:415ef259+flip'
     """
-    check_device(device)
-    return build_embedder(embedder_source(weights, model_path, config, progress), device, config)
+    return open_embedder(weights, model_path, device, config, progress).load()
 
 
 class LazyEmbedder:

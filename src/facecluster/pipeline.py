@@ -32,6 +32,7 @@ from PIL import Image
 
 from facecluster.catalog import Catalog, encode_vector
 from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
+from facecluster.embed import Embedder
 from facecluster.errors import FaceclusterError, ImageError
 from facecluster.migrations import now
 from facecluster.reporting import ProgressFn, null_progress
@@ -52,15 +53,6 @@ class DetectorLike(Protocol):
     """``facecluster.detect.Detector``: one list of faces per image, best first."""
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Any]]: ...
-
-
-class EmbedderLike(Protocol):
-    """``facecluster.embed.Embedder``: (N, H, W, 3) uint8 crops -> (N, dim) float32 unit rows."""
-
-    model_id: str
-    dim: int
-
-    def embed(self, crops: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -117,7 +109,7 @@ def load_embedder(
     device: str = "cpu",
     config: EmbedConfig = EmbedConfig(),
     progress: ProgressFn = null_progress,
-) -> EmbedderLike:
+) -> Embedder:
     """The FaceNet embedder, its network loaded on first use (``facecluster.embed.open_embedder``)."""
     from facecluster.embed import open_embedder
 
@@ -411,7 +403,7 @@ def detect_paths(
     config: DetectConfig = DetectConfig(),
     crop_config: EmbedConfig = EmbedConfig(),
     pipeline: PipelineConfig = PipelineConfig(),
-    embedder: EmbedderLike | None = None,
+    embedder: Embedder | None = None,
     crop: CropFn | None = None,
     force: bool = False,
     progress: ProgressFn = null_progress,
@@ -609,7 +601,7 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _insert_embeddings(conn: Any, embedder: EmbedderLike, face_ids: Sequence[int], vectors: np.ndarray) -> None:
+def _insert_embeddings(conn: Any, embedder: Embedder, face_ids: Sequence[int], vectors: np.ndarray) -> None:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape != (len(face_ids), embedder.dim):
         raise FaceclusterError(
@@ -642,7 +634,7 @@ def pending_faces(catalog: Catalog, model_id: str, *, force: bool = False) -> li
 
 def embed_pending(
     catalog: Catalog,
-    embedder: EmbedderLike,
+    embedder: Embedder,
     *,
     batch_size: int = PipelineConfig.embed_batch_size,
     force: bool = False,
