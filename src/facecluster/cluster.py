@@ -286,10 +286,11 @@ EXACT_MAX_PAIRS = 5_000_000
 
 def _exact_edges(
     X: np.ndarray, threshold: float, roots: np.ndarray, progress: ProgressFn
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Every pair inside each single-linkage component at ``threshold`` (must-links join components).
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every pair (u, v) inside each single-linkage component at ``threshold`` (must-links join components).
 
-    ``None`` when that is more than ``EXACT_MAX_PAIRS`` pairs (faces chained into a huge component).
+    ``None`` when that is more than ``EXACT_MAX_PAIRS`` pairs (faces chained into a huge component). The
+    distances are not returned: ``average_linkage_graph`` computes each edge's from ``X`` itself.
     """
     n = len(X)
     ru, rv, _ = radius_pairs(X, threshold, progress=progress)
@@ -304,27 +305,23 @@ def _exact_edges(
         return None
     order = np.argsort(comp, kind="stable")
     bounds = np.flatnonzero(np.diff(comp[order])) + 1
-    us, vs, ds = [], [], []
+    us, vs = [], []
     for members in np.split(order, bounds):
         if len(members) < 2:
             continue
-        sub = X[members]
-        sq = (sub * sub).sum(1)
-        D = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (sub @ sub.T), 0.0)
         i, j = np.triu_indices(len(members), 1)
         us.append(members[i])
         vs.append(members[j])
-        ds.append(D[i, j])
     if not us:
         empty = np.empty(0, dtype=np.int64)
-        return empty, empty.copy(), np.empty(0, dtype=np.float32)
-    return np.concatenate(us), np.concatenate(vs), np.concatenate(ds).astype(np.float32)
+        return empty, empty.copy()
+    return np.concatenate(us), np.concatenate(vs)
 
 
 def _knn_edges(
     X: np.ndarray, config: ClusterConfig, roots: np.ndarray, progress: ProgressFn
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symmetrised kNN edges, keeping only those inside single-linkage components at the threshold."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetrised kNN edges (u, v), keeping only those inside single-linkage components at the threshold."""
     n = len(X)
     idx, d2 = knn_graph(X, config.k, ann_min_n=config.ann_min_n, progress=progress)
     rows = np.repeat(np.arange(n, dtype=np.int64), idx.shape[1])
@@ -345,7 +342,7 @@ def _knn_edges(
     )
     _, comp = connected_components(graph, directed=False)
     inside = comp[u] == comp[v]  # edges across components never enter an average that can merge
-    return u[inside], v[inside], dist[inside]
+    return u[inside], v[inside]
 
 
 def _hdbscan(
@@ -466,7 +463,7 @@ def cluster_embeddings(
         return _finish(roots, config.min_cluster_size, keep)
     roots0 = _must_link_roots(must_link, n)
     edges = _exact_edges(X, config.threshold, roots0, progress) if n <= config.exact_max_n else None
-    u, v, d2 = edges if edges is not None else _knn_edges(X, config, roots0, progress)
+    u, v = edges if edges is not None else _knn_edges(X, config, roots0, progress)
     roots = average_linkage_graph(
         X, u, v, config.threshold, must_link=must_link, conflicts=conflicts, progress=progress
     )
