@@ -177,9 +177,9 @@ def decode_vector(dim: int, dtype: str, scale: float | None, blob: bytes) -> np.
     if dtype == "float32":
         vector = np.frombuffer(blob, dtype="<f4")
     elif dtype == "uint8" and scale is not None:
-        from facecluster.quantize import dequantize
+        from facecluster.quantize import from_blob
 
-        vector = dequantize(np.frombuffer(blob, dtype=np.uint8).reshape(1, -1), np.array([scale]))[0]
+        vector = from_blob(blob, scale)
     else:
         raise CatalogError(f"embedding dtype {dtype!r} is not readable; re-run `facecluster embed --force`")
     if vector.shape[0] != dim:
