@@ -33,13 +33,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facecluster.catalog import Catalog
+from facecluster.catalog import Catalog, decode_vector
 from facecluster.config import SiteConfig
-from facecluster.errors import DataError, ImageError
+from facecluster.errors import CatalogError, DataError, ImageError
 from facecluster.export import current_photo_path
 from facecluster.images import load_image
 from facecluster.privacy import private_dir, write_private_bytes, write_private_text
-from facecluster.quantize import ZERO
 from facecluster.reporting import ProgressFn, null_progress
 
 #: Marks a folder as a facecluster site, so a rebuild never prunes files in someone else's folder.
@@ -206,15 +205,13 @@ def group_faces(db: sqlite3.Connection, faces: Sequence[Face]) -> list[Group]:
 
 
 def _vectors(db: sqlite3.Connection, model_id: str) -> Iterator[tuple[int, np.ndarray]]:
-    for face_id, dtype, scale, blob in db.execute(
-        "SELECT face_id, dtype, scale, vector FROM embeddings WHERE model_id = ? ORDER BY face_id", [model_id]
+    for face_id, dim, dtype, scale, blob in db.execute(
+        "SELECT face_id, dim, dtype, scale, vector FROM embeddings WHERE model_id = ? ORDER BY face_id", [model_id]
     ):
-        if dtype == "float32":
-            yield face_id, np.frombuffer(blob, dtype="<f4")
-        elif dtype == "uint8" and scale is not None:
-            # 8-bit codes around ZERO (facecluster.quantize); the scale does not matter for cosines.
-            yield face_id, np.frombuffer(blob, dtype=np.uint8).astype(np.float32) - ZERO
-        # anything else: the face sorts by detection probability instead
+        try:
+            yield face_id, decode_vector(dim, dtype, scale, blob)
+        except CatalogError:
+            pass  # an unreadable row: the face sorts by detection probability instead
 
 
 def _score_model(db: sqlite3.Connection) -> str | None:
