@@ -30,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 
 from facecluster.config import ClusterConfig
 from facecluster.errors import DataError
-from facecluster.knn import approximate_knn, exact_knn, knn_graph, radius_pairs
+from facecluster.knn import knn_graph, radius_pairs
 from facecluster.reporting import ProgressFn, null_progress
 
 METHODS = ("agglomerative", "hdbscan")
@@ -515,12 +515,9 @@ def assign_to_known(
         raise DataError(f"new embeddings have {X_new.shape[1]} dimensions, known ones {X_known.shape[1]}")
     groups_new = _check_vector(groups_new, n_new, "groups_new")
     groups_known = _check_vector(groups_known, len(X_known), "groups_known")
-    if len(labelled) >= ann_min_n:  # large libraries: approximate neighbours (faiss), as for clustering
-        idx, d2 = approximate_knn(X_new, k, Y=X_known[labelled], progress=progress)
-    else:
-        idx, d2 = exact_knn(X_new, k, Y=X_known[labelled], progress=progress)
-    ok = idx >= 0  # faiss may return fewer than k neighbours: -1 / inf
-    idx, d2 = np.where(ok, idx, 0), np.where(ok, d2, np.inf)
+    # Large libraries: approximate neighbours (faiss), as for clustering.
+    idx, d2 = knn_graph(X_new, k, Y=X_known[labelled], ann_min_n=ann_min_n, progress=progress)
+    idx = np.where(idx >= 0, idx, 0)  # faiss may return fewer than k neighbours: -1 (their d2 is inf)
     lab = known_labels[labelled][idx]  # (n_new, k') labels of the neighbours
 
     forbidden: set[tuple[int, int]] = set()

@@ -192,21 +192,23 @@ def knn_graph(
     X: np.ndarray,
     k: int,
     *,
+    Y: np.ndarray | None = None,
     approximate: bool | None = None,
     ann_min_n: int = 20000,
     progress: ProgressFn = null_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """kNN graph of ``X``: exact below ``ann_min_n`` rows, approximate (faiss) from there on, or as forced.
+    """k nearest rows of ``Y`` (default: of ``X``, self excluded) for each row of ``X``: exact while the
+    searched rows are fewer than ``ann_min_n``, approximate (faiss) from there on, or as forced.
 
     >>> idx, d2 = knn_graph(np.eye(4, dtype=np.float32), 2)
     >>> idx.shape
     (4, 2)
     """
     if approximate is None:
-        approximate = len(X) >= ann_min_n
+        approximate = len(X if Y is None else Y) >= ann_min_n
     if approximate:
-        return approximate_knn(X, k, progress=progress)
-    return exact_knn(X, k, progress=progress)
+        return approximate_knn(X, k, Y=Y, progress=progress)
+    return exact_knn(X, k, Y=Y, progress=progress)
 
 
 def recall(approx_idx: np.ndarray, exact_idx: np.ndarray) -> float:

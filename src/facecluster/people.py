@@ -276,7 +276,7 @@ def _cluster_incremental(
         assigned = np.asarray(
             algos.assign_to_known(
                 faces.X[new_index], faces.X[known], faces.cluster[known],
-                threshold=config.assign_threshold, k=config.assign_k,
+                threshold=config.assign_threshold, k=config.assign_k, ann_min_n=config.ann_min_n,
                 groups_new=faces.photo[new_index], groups_known=faces.photo[known],
                 rejected=np.array(rejected_rows, dtype=np.int64).reshape(-1, 2),
             ),
