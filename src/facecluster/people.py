@@ -113,8 +113,9 @@ def _load_faces(catalog: Catalog, model_id: str, config: ClusterConfig, report: 
     return faces
 
 
-def _constraints(catalog: Catalog, faces: _Faces, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """must_link (person id or -1) and cannot_link_pairs for the faces ``faces.ids[index]``."""
+def _constraints(faces: _Faces, index: np.ndarray, rejected: set[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """must_link (person id or -1) and cannot_link_pairs for the faces ``faces.ids[index]``, given the
+    user's rejections ((face id, person id), ``_rejections``)."""
     must = np.full(len(index), -1, dtype=np.int64)
     for j, i in enumerate(index):
         if faces.source[i] in USER_SOURCES and faces.person[i] >= 0:
@@ -126,10 +127,10 @@ def _constraints(catalog: Catalog, faces: _Faces, index: np.ndarray) -> tuple[np
             rep[int(pid)] = j
     pairs: list[tuple[int, int]] = []
     position = {int(faces.ids[i]): j for j, i in enumerate(index)}
-    for face_id, person_id in catalog.db.execute("SELECT face_id, person_id FROM face_rejections"):
-        j = position.get(int(face_id))
-        if j is not None and int(person_id) in rep:
-            pairs.append((j, rep[int(person_id)]))
+    for face_id, person_id in rejected:
+        j = position.get(face_id)
+        if j is not None and person_id in rep:
+            pairs.append((j, rep[person_id]))
     # Two named people never share a cluster (bounded: one pair per two people).
     reps = list(rep.values())
     if len(reps) <= 2000:
@@ -202,7 +203,7 @@ def _cluster_full(
     index = np.flatnonzero(faces.eligible)
     labels = np.full(len(faces.ids), -1, dtype=np.int64)
     if len(index):
-        must, cannot = _constraints(catalog, faces, index)
+        must, cannot = _constraints(faces, index, _rejections(catalog))
         labels[index] = np.asarray(
             algos.cluster_embeddings(
                 faces.X[index], config, groups=faces.photo[index], must_link=must,
@@ -305,7 +306,7 @@ def _cluster_incremental(
     rest = new_index[assigned < 0]
     labels = np.full(len(rest), -1, dtype=np.int64)
     if len(rest):
-        must, cannot = _constraints(catalog, faces, rest)
+        must, cannot = _constraints(faces, rest, rejected)
         labels = np.asarray(
             algos.cluster_embeddings(
                 faces.X[rest], config, groups=faces.photo[rest], must_link=must,
@@ -349,26 +350,22 @@ def _write_assignment(conn: Any, faces: _Faces, assignment: np.ndarray, model_id
         if votes[c]:  # clusters without named faces keep what they had (none after a full re-clustering)
             person = votes[c].most_common(1)[0][0]
             conn.execute("UPDATE clusters SET person_id = ? WHERE id = ?", [person, c])
-    _propagate_names(conn, [int(i) for i in faces.ids[eligible_or_clustered]])
+    # The faces this run clustered or left out, in a temp table the two updates below join against.
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _touched (id INTEGER PRIMARY KEY)")
+    conn.execute("DELETE FROM _touched")
+    conn.executemany("INSERT INTO _touched (id) VALUES (?)", [(int(i),) for i in faces.ids[eligible_or_clustered]])
+    _propagate_names(conn)
     conn.execute("UPDATE faces SET clustered_with = ? WHERE id IN (SELECT id FROM _touched)", [model_id])
 
 
-def _propagate_names(conn: Any, face_ids: list[int] | None = None) -> None:
-    """``auto`` faces (and faces without a person) take the person of their cluster, unless rejected."""
-    where = ""
-    args: list[Any] = []
-    if face_ids is not None:
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _touched (id INTEGER PRIMARY KEY)")
-        conn.execute("DELETE FROM _touched")
-        conn.executemany("INSERT INTO _touched (id) VALUES (?)", [(i,) for i in face_ids])
-        where = " AND faces.id IN (SELECT id FROM _touched)"
+def _propagate_names(conn: Any) -> None:
+    """``auto`` faces (and faces without a person) of ``_touched`` take their cluster's person, unless rejected."""
     conn.execute(
         "UPDATE faces SET person_id = ("
         "  SELECT c.person_id FROM clusters c WHERE c.id = faces.cluster_id AND NOT EXISTS ("
         "    SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = c.person_id)),"
         " person_source = 'auto' "
-        "WHERE (person_source IS NULL OR person_source = 'auto')" + where,
-        args,
+        "WHERE (person_source IS NULL OR person_source = 'auto') AND faces.id IN (SELECT id FROM _touched)"
     )
     conn.execute("UPDATE faces SET person_source = NULL WHERE person_id IS NULL AND person_source = 'auto'")
 
