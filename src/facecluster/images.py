@@ -116,7 +116,7 @@ def _decode(image: Image.Image, name: str, max_side: int | None, max_pixels: int
         raise ImageError(f"image too large to decode safely ({stored_w}×{stored_h} pixels)", name)
     if stored_w == 0 or stored_h == 0:
         raise ImageError(f"image has no pixels ({stored_w}×{stored_h})", name)
-    orientation = _orientation(image)
+    orientation = exif_orientation(image)
     image.seek(0)  # GIF, TIFF, WebP: the first frame
     target = _target_size(stored_w, stored_h, max_side)
     if target != (stored_w, stored_h):
@@ -139,7 +139,11 @@ def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an opened image, 1..8 (1, upright, when absent or unreadable).
+
+    Example: ``exif_orientation(Image.open("a.jpg")) in (5, 6, 7, 8)`` -> the photo is turned sideways.
+    """
     try:
         value = image.getexif().get(_ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo: treat it as upright

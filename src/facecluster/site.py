@@ -37,7 +37,7 @@ from facecluster.catalog import Catalog, decode_vector
 from facecluster.config import SiteConfig
 from facecluster.errors import CatalogError, DataError, ImageError
 from facecluster.export import current_photo_path
-from facecluster.images import load_image
+from facecluster.images import exif_orientation, load_image
 from facecluster.privacy import private_dir, write_private_bytes, write_private_text
 from facecluster.reporting import ProgressFn, null_progress
 
@@ -626,7 +626,7 @@ def _photo_size(conn: sqlite3.Connection, photo_id: int, path: Path | None) -> t
         # The header is enough: the stored size, swapped when EXIF says the photo is turned sideways.
         with Image.open(path) as image:
             width, height = image.size
-            sideways = image.getexif().get(0x0112) in (5, 6, 7, 8)
+            sideways = exif_orientation(image) in (5, 6, 7, 8)
     except (OSError, UnidentifiedImageError, ValueError):
         return None
     return (height, width) if sideways else (width, height)
