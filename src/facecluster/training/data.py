@@ -24,11 +24,10 @@ from PIL import Image
 
 from facecluster.config import DetectConfig, EmbedConfig
 from facecluster.errors import DataError, FaceclusterError
+from facecluster.images import SUPPORTED_SUFFIXES
 from facecluster.paths import cache_dir
 from facecluster.reporting import ProgressFn, null_progress
 from facecluster.weights import file_sha256
-
-SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif"})
 
 #: Reads one photo as an (H, W, 3) uint8 RGB array; raises a FaceclusterError (ImageError) when it cannot.
 ImageReader = Callable[[Path], np.ndarray]
@@ -170,7 +169,7 @@ class CropCache:
                     tmp = folder / f".{digest}.tmp"
                     tmp.write_bytes(blob)
                     tmp.replace(folder / f"{digest}.png")
-                out[i] = _Crop(_decode(blob, size), hashlib.sha256(blob).hexdigest())
+                out[i] = _Crop(crop, hashlib.sha256(blob).hexdigest())  # PNG is lossless: no decode needed
             progress(stage, min(start + self.batch, len(todo)), len(todo))
         return out
 
@@ -286,7 +285,7 @@ def load_folder_dataset(root: Path, detector_factory: DetectorFactory, read_imag
             report.excluded_identities += 1
             continue
         for path in sorted(person.iterdir()):
-            if path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith("."):
+            if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES and not path.name.startswith("."):
                 paths.append(path)
                 owners.append(person.name)
     if not paths:

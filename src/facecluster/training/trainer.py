@@ -128,11 +128,12 @@ def build_model(dim: int, base: BaseModel, dropout: float, device: torch.device)
 
 @torch.no_grad()
 def backbone_features(model: InceptionResnetV1, crops: torch.Tensor, device: torch.device, batch: int = 32,
-                      flip: bool = False, progress: ProgressFn = null_progress, stage: str = "features") -> torch.Tensor:
+                      flip: bool = False) -> torch.Tensor:
     """Pooled 1792-d backbone features (the input of ``last_linear``) of uint8 (N, H, W, 3) crops.
 
     Runs the network in eval mode and captures the input of ``last_linear`` with a hook, so the
-    backbone is the model's own code. ``flip`` mirrors the crops first. Example::
+    backbone is the model's own code. ``flip`` mirrors the crops first. Progress is reported by the
+    caller (the feature cache, per chunk). Example::
 
         feats = backbone_features(model, crops, torch.device("cpu"))   # (N, 1792) float32 on CPU
     """
@@ -146,7 +147,6 @@ def backbone_features(model: InceptionResnetV1, crops: torch.Tensor, device: tor
             if flip:
                 x = torch.flip(x, dims=[3])
             model.features(x)
-            progress(stage, min(start + batch, len(crops)), len(crops))
     finally:
         handle.remove()
         model.train(was_training)
@@ -264,17 +264,15 @@ def _base_embeddings(model: InceptionResnetV1, base: Mapping[str, torch.Tensor],
                      flip: bool, val: ValidationSet, val_feats: torch.Tensor | None) -> np.ndarray:
     """Validation embeddings of the base model itself (its own embedding layer on the same backbone)."""
     head = {k: v for k, v in base.items() if k.startswith(("last_linear.", "last_bn."))}
-    saved = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("last_linear.", "last_bn."))}
-    linear, bn = model.last_linear, model.last_bn
+    linear, bn = model.last_linear, model.last_bn  # put back untouched afterwards: only new modules are loaded
     dim = int(base["last_linear.weight"].shape[0])
     model.last_linear = nn.Linear(FEATURE_DIM, dim, bias=False).to(dev)
     model.last_bn = nn.BatchNorm1d(dim, eps=bn.eps, momentum=bn.momentum).to(dev)
     try:
-        model.load_state_dict({**{k: v for k, v in model.state_dict().items()}, **head})
+        model.load_state_dict({**model.state_dict(), **head})
         return _Embedder(model, frozen, dev, flip)(val, val_feats)
     finally:
         model.last_linear, model.last_bn = linear, bn
-        model.load_state_dict({**model.state_dict(), **saved})
 
 
 def validate(embeddings: np.ndarray, val: ValidationSet) -> dict[str, Any]:
@@ -434,7 +432,8 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - tick
             step_count += 1
-            sums["loss"] += result.loss.item()
+            loss = result.loss.item()  # once: on a GPU each .item() waits for the device
+            sums["loss"] += loss
             sums["active"] += result.n_active
             sums["triplets"] += result.n_triplets
             sums["steps"] += 1
@@ -442,7 +441,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
             train_time += seconds
             train_faces += len(batch)
             if on_step is not None:
-                on_step({"epoch": epoch, "step": step_count, "steps": total_steps, "loss": result.loss.item(),
+                on_step({"epoch": epoch, "step": step_count, "steps": total_steps, "loss": loss,
                          "active_fraction": result.active_fraction, "faces_per_s": len(batch) / max(seconds, 1e-9)})
             progress("train", step_count, total_steps)
         epoch_seconds = time.perf_counter() - epoch_start
