@@ -77,8 +77,7 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
                 tasks[stage] = bars.add_task(stage, total=total, info="")
             bars.update(tasks[stage], completed=done, total=total)
 
-        def on_step(m: dict[str, Any]) -> None:
-            progress("train", m["step"] - 1, m["steps"])
+        def on_step(m: dict[str, Any]) -> None:  # called after progress("train", ...): the bar exists
             info = f"epoch {m['epoch']} loss {m['loss']:.4f} active {m['active_fraction']:.2f} {m['faces_per_s']:.0f} faces/s"
             bars.update(tasks["train"], info=info)
 

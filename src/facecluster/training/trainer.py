@@ -440,10 +440,10 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
             sums["faces"] += len(batch)
             train_time += seconds
             train_faces += len(batch)
+            progress("train", step_count, total_steps)
             if on_step is not None:
                 on_step({"epoch": epoch, "step": step_count, "steps": total_steps, "loss": loss,
                          "active_fraction": result.active_fraction, "faces_per_s": len(batch) / max(seconds, 1e-9)})
-            progress("train", step_count, total_steps)
         epoch_seconds = time.perf_counter() - epoch_start
         record: dict[str, Any] = {
             "epoch": epoch,
