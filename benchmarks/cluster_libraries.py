@@ -15,12 +15,11 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import resource
 import time
 
 import numpy as np
 
-from cluster_scale import synthetic
+from cluster_scale import _cpu_seconds, _rss_mb, synthetic
 from facecluster.cluster import average_linkage_graph
 from facecluster.cluster_metrics import cluster_metrics
 from facecluster.config import ClusterConfig
@@ -60,17 +59,12 @@ def build(backend: str, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     raise SystemExit(f"unknown backend {backend}")
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_one(backend: str, n: int, dim: int, k: int, queries: int, do_cluster: bool, out: mp.Queue) -> None:
     X, truth = synthetic(n, dim)
     load = os.getloadavg()[0]
-    start, cpu0 = time.perf_counter(), _cpu()
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
     idx, d2 = build(backend, X, k)
-    seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     rng = np.random.default_rng(1)
     q = rng.choice(n, size=min(queries, n), replace=False)
     exact_idx, _ = exact_knn(X[q], k + 1, Y=X)
@@ -86,7 +80,7 @@ def run_one(backend: str, n: int, dim: int, k: int, queries: int, do_cluster: bo
         "knn_cpu_seconds": round(cpu, 2),
         "load_average_1min_at_start": round(load, 2),
         "recall_at_k": round(hits / (len(q) * k), 4),
-        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_memory_mb": round(_rss_mb(), 1),
     }
     if do_cluster:
         # Average linkage on this backend's graph (the threshold and merge loop of cluster.py).
@@ -94,10 +88,10 @@ def run_one(backend: str, n: int, dim: int, k: int, queries: int, do_cluster: bo
         ok = idx.ravel() >= 0
         u, v = np.minimum(rows[ok], idx.ravel()[ok]), np.maximum(rows[ok], idx.ravel()[ok])
         key = np.unique(u * n + v)
-        start, cpu0 = time.perf_counter(), _cpu()
+        start, cpu0 = time.perf_counter(), _cpu_seconds()
         roots = average_linkage_graph(X, key // n, key % n, ClusterConfig().threshold)
         result["merge_seconds"] = round(time.perf_counter() - start, 2)
-        result["merge_cpu_seconds"] = round(_cpu() - cpu0, 2)
+        result["merge_cpu_seconds"] = round(_cpu_seconds() - cpu0, 2)
         result["pairwise_f"] = round(cluster_metrics(truth, roots).pairwise_f, 4)
     out.put(result)
 

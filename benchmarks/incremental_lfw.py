@@ -21,25 +21,13 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FACECLUSTER_SHARED", ROOT.parent / "shared"))
-
-
-def run_cli(db: Path, *args: str) -> tuple[float, dict]:
-    """``facecluster --db DB ARGS --json -q``: (seconds, parsed JSON); exits on failure."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "facecluster", "--db", str(db), *args, "--json", "-q"],
-                          capture_output=True, text=True, check=False)
-    if done.returncode not in (0, 3):
-        raise SystemExit(f"facecluster {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return time.perf_counter() - start, json.loads(done.stdout)
 
 
 def central_faces(conn) -> dict[int, tuple[str, int | None, int | None]]:
@@ -68,7 +56,7 @@ def main() -> None:
     if not args.lfw.is_dir() or not args.weights.is_file():
         raise SystemExit(f"needs {args.lfw} and {args.weights}")
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # a sibling benchmark's photo selection
-    from cluster_lfw import select_photos
+    from cluster_lfw import cli, select_photos
 
     from facecluster.catalog import Catalog
     from facecluster.people import move_face, name_cluster, reject_face
@@ -91,7 +79,7 @@ def main() -> None:
 
     copy(set(range(len(photos))) - held)
     weights = ["--weights", str(args.weights)]
-    first_s, first = run_cli(db, "cluster", str(library), *weights)
+    first_s, first, _ = cli(db, "cluster", str(library), *weights)
 
     # Name clusters by their majority folder, as a user would; make two corrections.
     with Catalog.open(db) as catalog:
@@ -117,7 +105,7 @@ def main() -> None:
         known_names = set(catalog.db.conn.execute("SELECT name FROM people").fetchall())
 
     copy(held)
-    second_s, second = run_cli(db, "cluster", str(library), *weights)
+    second_s, second, _ = cli(db, "cluster", str(library), *weights)
 
     with Catalog.open(db) as catalog:
         conn = catalog.db.conn
