@@ -142,6 +142,9 @@ def test_names_survive_reclustering_and_moves(env: dict, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     named = {f["face_id"] for f in jsonl(run(env, "faces", "--person", "Ada").stdout)}
     assert named == {f["face_id"] for f in faces}
+    assert {f["face_id"] for f in jsonl(run(env, "faces", "--person", "ADA").stdout)} == named
+    typo = run(env, "faces", "--person", "Adda", "--csv")
+    assert typo.exit_code == 1 and typo.stdout == "" and "no person named 'Adda'" in typo.stderr
     # Full re-clustering keeps the name on the same faces and the same cluster id.
     out = json.loads(run(env, "cluster", "--full", "--json").stdout)
     ada = [r for r in out["clusters"] if r["name"] == "Ada"]

@@ -194,6 +194,36 @@ def test_rename_merge_reject_ignore() -> None:
         merge_people(catalog, "Ada", "Ada")
 
 
+def test_names_match_ignoring_case_and_unicode_form() -> None:
+    import unicodedata
+
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1], [2], [2]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _, c, _ = clusters_of(catalog, ids)
+    decomposed = unicodedata.normalize("NFD", "Zoë")  # what a macOS terminal may send
+    assert name_cluster(catalog, a, decomposed)["person"] == "Zoë"  # stored composed
+    # Another spelling of an existing name joins that person instead of making a second one.
+    assert name_cluster(catalog, b, "ZOË")["person"] == "Zoë"
+    assert [r["name"] for r in list_people(catalog) if r["name"]] == ["Zoë"]
+    assert move_face(catalog, ids[4], "zoë")["person"] == "Zoë"
+    # A case-only rename is a spelling fix; taking another person's name (in any case) is refused.
+    assert rename_person(catalog, "zoë", "ZOË")["new"] == "ZOË"
+    name_cluster(catalog, c, "Ada")
+    with pytest.raises(CatalogError, match="merge"):
+        rename_person(catalog, "Ada", "zoë")
+    with pytest.raises(CatalogError, match="no person"):
+        merge_people(catalog, "Bob", "Ada")
+    assert merge_people(catalog, "ada", "zoë") == {"merged": "Ada", "into": "ZOË", "person_id": 1, "faces": 1}
+    # Names that differ only in case (from before names were matched this way) need the exact spelling.
+    catalog.db.execute("INSERT INTO people (name, created_at) VALUES ('zoë', ?)", [now()])
+    with pytest.raises(CatalogError, match="several people"):
+        name_cluster(catalog, a, "Zoë")
+    assert name_cluster(catalog, a, "zoë")["person"] == "zoë"
+    with pytest.raises(CatalogError, match="empty"):
+        name_cluster(catalog, a, "  ")
+
+
 def test_a_second_model_replaces_the_clustering_without_mixing_vectors() -> None:
     catalog = Catalog.open(None)
     add_faces(catalog, [[0], [0]])

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from facecluster.catalog import Catalog
-from facecluster.errors import CatalogError, DataError
+from facecluster.errors import DataError
+from facecluster.people import find_person
 from facecluster.privacy import copy_private, private_dir, write_private_text
 from facecluster.reporting import ProgressFn, null_progress
 
@@ -127,27 +128,6 @@ def _load_manifest(out: Path) -> dict[str, str]:
         return {str(k): str(v) for k, v in data.get("entries", {}).items()}
     except (OSError, ValueError, AttributeError) as exc:
         raise DataError(f"export manifest {path} is unreadable ({exc}); delete it or choose another --out") from exc
-
-
-def _fold(name: str) -> str:
-    return unicodedata.normalize("NFC", name).casefold()
-
-
-def find_person(conn: sqlite3.Connection, name: str) -> tuple[int, str]:
-    """``(id, name)`` of the person called ``name``: exact, else the one equal ignoring case and accents' form.
-
-        find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
-    """
-    row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
-    if row is not None:
-        return int(row[0]), str(row[1])
-    # SQLite's NOCASE folds ASCII only: compare Unicode case-folded, NFC-normalised names here.
-    matches = [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if _fold(n) == _fold(name)]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise CatalogError(f"{name!r} matches several people ({', '.join(n for _, n in matches)}); give the exact name")
-    raise CatalogError(f"no person named {name!r}; `facecluster people` lists the names")
 
 
 def _people(conn: sqlite3.Connection, person: str | None) -> list[tuple[int, str]]:

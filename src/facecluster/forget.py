@@ -20,7 +20,8 @@ from typing import Any
 
 from facecluster.catalog import Catalog
 from facecluster.errors import DataError
-from facecluster.export import PERSON_OF_FACE, find_person
+from facecluster.export import PERSON_OF_FACE
+from facecluster.people import find_person
 from facecluster.reporting import ProgressFn, null_progress
 
 REDACTED = "[forgotten]"

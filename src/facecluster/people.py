@@ -16,6 +16,7 @@ of the faces inside. "Not this person" (``face_rejections``) becomes a cannot-li
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -401,17 +402,53 @@ def _update_sizes(conn: Any) -> None:
 # -- naming and corrections ----------------------------------------------------------------------------
 
 
-def _person_id(conn: Any, name: str, *, create: bool) -> int:
-    name = name.strip()
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _clean_name(name: str) -> str:
+    # NFC, so "Zoë" typed on macOS (decomposed) and on Linux (composed) is one stored name.
+    name = unicodedata.normalize("NFC", name.strip())
     if not name:
         raise CatalogError("a person's name cannot be empty")
-    row = conn.execute("SELECT id FROM people WHERE name = ?", [name]).fetchone()
+    return name
+
+
+def _name_matches(conn: Any, name: str) -> list[tuple[int, str]]:
+    row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
     if row is not None:
-        return int(row[0])
-    if not create:
-        raise CatalogError(f"no person named {name!r}; `facecluster people` lists them")
+        return [(int(row[0]), str(row[1]))]
+    # SQLite's NOCASE folds ASCII only: compare Unicode case-folded, NFC-normalised names here.
+    return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if _fold(n) == _fold(name)]
+
+
+def find_person(conn: Any, name: str) -> tuple[int, str]:
+    """``(id, name)`` of the person called ``name``: exact, else the one equal ignoring case and Unicode form.
+
+    Every command that takes a person's name (``label``, ``forget``, ``export``) finds people this way::
+
+        find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
+    """
+    matches = _name_matches(conn, _clean_name(name))
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise CatalogError(f"{name!r} matches several people ({', '.join(n for _, n in matches)}); give the exact name")
+    raise CatalogError(f"no person named {name!r}; `facecluster people` lists them")
+
+
+def _person_id(conn: Any, name: str, *, create: bool) -> int:
+    # An existing person is found as find_person finds it ("ada" names Ada's cluster as Ada); only a
+    # name that matches nobody creates a person, and only where the command means to.
+    name = _clean_name(name)
+    if _name_matches(conn, name) or not create:
+        return find_person(conn, name)[0]
     cursor = conn.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [name, now()])
     return int(cursor.lastrowid or 0)
+
+
+def _person_name(conn: Any, person_id: int) -> str:
+    return str(conn.execute("SELECT name FROM people WHERE id = ?", [person_id]).fetchone()[0])
 
 
 def _cluster_row(conn: Any, cluster_id: int) -> tuple[int, int | None, int]:
@@ -444,19 +481,20 @@ def name_cluster(catalog: Catalog, cluster_id: int, name: str) -> dict[str, Any]
             "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)",
             [person, cluster_id, person],
         )
-        return {"cluster": cluster_id, "person": name.strip(), "person_id": person, "faces": cursor.rowcount}
+        return {"cluster": cluster_id, "person": _person_name(conn, person), "person_id": person,
+                "faces": cursor.rowcount}
 
 
 def rename_person(catalog: Catalog, old: str, new: str) -> dict[str, Any]:
     """Rename a person (``label --rename OLD NEW``); use ``merge_people`` to join two people."""
     with catalog.transaction() as conn:
         person = _person_id(conn, old, create=False)
-        if conn.execute("SELECT 1 FROM people WHERE name = ?", [new.strip()]).fetchone():
+        old_name, new_name = _person_name(conn, person), _clean_name(new)
+        # "ada" -> "Ada" fixes a spelling; a name another person answers to would make two people one name.
+        if any(other != person for other, _ in _name_matches(conn, new_name)):
             raise CatalogError(f"{new!r} already exists; merge instead: facecluster label --merge {old!r} {new!r}")
-        if not new.strip():
-            raise CatalogError("a person's name cannot be empty")
-        conn.execute("UPDATE people SET name = ? WHERE id = ?", [new.strip(), person])
-        return {"person_id": person, "old": old, "new": new.strip()}
+        conn.execute("UPDATE people SET name = ? WHERE id = ?", [new_name, person])
+        return {"person_id": person, "old": old_name, "new": new_name}
 
 
 def merge_people(catalog: Catalog, source: str, target: str) -> dict[str, Any]:
@@ -464,6 +502,7 @@ def merge_people(catalog: Catalog, source: str, target: str) -> dict[str, Any]:
     with catalog.transaction() as conn:
         a = _person_id(conn, source, create=False)
         b = _person_id(conn, target, create=False)
+        source_name = _person_name(conn, a)
         if a == b:
             raise CatalogError("cannot merge a person with itself")
         # A rejection of B on a face now named A would contradict the merge: the user's later word wins.
@@ -475,7 +514,7 @@ def merge_people(catalog: Catalog, source: str, target: str) -> dict[str, Any]:
         conn.execute("UPDATE clusters SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("UPDATE OR IGNORE face_rejections SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("DELETE FROM people WHERE id = ?", [a])
-        return {"merged": source, "into": target, "person_id": b, "faces": cursor.rowcount}
+        return {"merged": source_name, "into": _person_name(conn, b), "person_id": b, "faces": cursor.rowcount}
 
 
 def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
@@ -517,7 +556,7 @@ def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
             [person, cluster, face_id],
         )
         _update_sizes(conn)
-        return {"face": face_id, "person": name.strip(), "person_id": person, "cluster": cluster}
+        return {"face": face_id, "person": _person_name(conn, person), "person_id": person, "cluster": cluster}
 
 
 def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
@@ -596,14 +635,17 @@ FACE_FIELDS = ("face_id", "photo", "box", "probability", "cluster_id", "person",
 def iter_faces(
     catalog: Catalog, *, person: str | None = None, cluster: int | None = None, include_ignored: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """One record per face: id, photo path, box, detection probability, cluster id, person name."""
+    """One record per face: id, photo path, box, detection probability, cluster id, person name.
+
+    ``person`` is found as :func:`find_person` finds it; a name nobody has is an error, not an empty list."""
     where = []
     args: list[Any] = []
     if not include_ignored:
         where.append("f.ignored = 0")
     if person is not None:
-        where.append("pe.name = ?")
-        args.append(person)
+        where.append("pe.id = ?")
+        # Found now, not on the first next(): a typo fails before a CSV header is printed.
+        args.append(find_person(catalog.db.conn, person)[0])
     if cluster is not None:
         where.append("f.cluster_id = ?")
         args.append(cluster)
@@ -613,8 +655,10 @@ def iter_faces(
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY f.id"
     )
-    for row in catalog.db.execute(sql, args):
-        yield {
+    return (
+        {
             "face_id": row[0], "photo": row[1], "box": [row[2], row[3], row[4], row[5]],
             "probability": round(float(row[6]), 6), "cluster_id": row[7], "person": row[8], "ignored": bool(row[9]),
         }
+        for row in catalog.db.execute(sql, args)
+    )
