@@ -273,3 +273,47 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, fake_pipeline: None, weights_
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     result = runner.invoke(cli, ["train", "--out", "x.pt"])
     assert result.exit_code == 2 and "--data DIR or --from-catalog" in result.stderr
+
+
+class _CountingFeatures:
+    """A stand-in backbone: features are a function of the crop's pixels; counts the crops it sees."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.seen = 0
+        self.fail_after = fail_after
+
+    def __call__(self, crops: torch.Tensor, flip: bool) -> torch.Tensor:
+        if self.fail_after is not None and self.seen >= self.fail_after:
+            raise KeyboardInterrupt  # the user stops the run part way
+        self.seen += len(crops)
+        x = torch.flip(crops, dims=[2]) if flip else crops
+        return x.float().mean(dim=(1, 2)).repeat(1, 1792 // 3 + 1)[:, :1792]
+
+
+def test_feature_cache_writes_each_chunk_once_and_survives_interruption() -> None:
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    digests = [f"d{i}" for i in range(10)]
+    folder = data_module.cache_dir() / "train-features" / "m-k"
+    expected = _CountingFeatures()(torch.as_tensor(crops), False)
+
+    def run(fn: _CountingFeatures, n: int = 10, flips: bool = False) -> torch.Tensor:
+        return data_module._feature_cache(digests[:n], crops[:n], fn, "m", "k", flips, "features", chunk=3)
+
+    first = _CountingFeatures(fail_after=6)  # two chunks of 3 done, then interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run(first)
+    chunks = sorted(folder.glob("*.pt"))
+    assert len(chunks) == 2  # one file per chunk; earlier chunks are never rewritten
+    second = _CountingFeatures()
+    out = run(second)
+    assert second.seen == 4 and torch.equal(out[:, 0], expected)  # only the 4 missing crops computed
+    assert len(list(folder.glob("*.pt"))) == 1 and not set(chunks) & set(folder.glob("*.pt"))  # compacted
+    third = _CountingFeatures()
+    assert torch.equal(run(third, flips=True)[:, 0], expected) and third.seen == 10  # mirrors only
+    # A damaged file is a cache miss: dropped and computed again, never an error.
+    for path in folder.glob("*.pt"):
+        path.write_bytes(b"not a torch file")
+    fourth = _CountingFeatures()
+    assert torch.equal(run(fourth, n=5)[:, 0], expected[:5]) and fourth.seen == 5
+    assert data_module._feature_cache([], crops[:0], fourth, "m", "k", True, "f").shape == (0, 2, 1792)

@@ -174,37 +174,85 @@ class CropCache:
         return out
 
 
+class _FeatureStore:
+    """Backbone features keyed by crop digest, kept in ``cache_dir()/train-features/<model>-<crops>/``.
+
+    Each chunk of new features goes to a file of its own (written whole, then renamed), so a run writes
+    every feature once however large the data set, and an interrupted run keeps every finished chunk.
+    :meth:`compact` then folds the chunk files into one, which later runs read in one go. A file that
+    cannot be read is a cache miss: deleted, and its features computed again. Example::
+
+        store = _FeatureStore.open("casia-webface:415ef259", "mtcnn-160-m32")
+        store.add(["ab12..."], torch.zeros(1, 1792)); store.compact()
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rows: dict[str, torch.Tensor] = {}
+        self.files: list[Path] = []
+        for path in sorted(folder.glob("*.pt")) if folder.is_dir() else []:
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+                keys, features = payload["keys"], payload["features"]
+                if len(keys) != len(features):
+                    raise ValueError("keys and features differ in length")
+            except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt, never fatal
+                path.unlink(missing_ok=True)
+                continue
+            self.rows.update(zip(keys, features))
+            self.files.append(path)
+
+    @classmethod
+    def open(cls, model_name: str, crop_key_: str) -> _FeatureStore:
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{model_name}-{crop_key_}")
+        return cls(cache_dir() / "train-features" / safe)
+
+    def _write(self, keys: list[str], features: torch.Tensor) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{len(self.files):06d}-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:12]}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save({"keys": keys, "features": features.contiguous()}, tmp)
+        tmp.replace(path)
+        return path
+
+    def add(self, keys: list[str], features: torch.Tensor) -> None:
+        """Remember ``features[i]`` under ``keys[i]`` and save them as one new chunk file."""
+        features = features.detach().to("cpu", torch.float32).clone()
+        self.rows.update(zip(keys, features))
+        self.files.append(self._write(keys, features))
+
+    def compact(self) -> None:
+        """Fold the chunk files into one (one write of the whole cache, only when there are several)."""
+        if len(self.files) < 2:
+            return
+        old, keys = self.files, list(self.rows)
+        self.files = []
+        merged = self._write(keys, torch.stack([self.rows[k] for k in keys]))
+        for path in old:
+            if path != merged:
+                path.unlink(missing_ok=True)
+        self.files = [merged]
+
+
 def _feature_cache(digests: Sequence[str], crops: np.ndarray, fn: FeatureFn, model_name: str, crop_key_: str,
                    flips: bool, stage: str, progress: ProgressFn = null_progress, chunk: int = 128) -> torch.Tensor:
-    """(N, 1 or 2, 1792) features, reusing ``cache_dir()/train-features`` entries keyed by crop digest.
+    """(N, 1 or 2, 1792) features, reusing cached ones (:class:`_FeatureStore`) keyed by crop digest.
 
-    The original and the mirrored crop are cached separately (``digest`` and ``digest:flip``), and the
-    cache is saved after every ``chunk`` crops, so an interrupted run keeps what it computed.
+    The original and the mirrored crop are cached separately (``digest`` and ``digest:flip``), and every
+    ``chunk`` crops are saved as they are computed, so an interrupted run keeps what it computed.
     """
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{model_name}-{crop_key_}")
-    path = cache_dir() / "train-features" / f"{safe}.pt"
-    store: dict[str, torch.Tensor] = {}
-    if path.exists():
-        try:
-            store = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
-            store = {}
+    store = _FeatureStore.open(model_name, crop_key_)
     variants = [(False, "", stage)] + ([(True, ":flip", f"{stage}+flip")] if flips else [])
     for flip, suffix, name in variants:
-        missing = [i for i, d in enumerate(digests) if d + suffix not in store]
+        missing = [i for i, d in enumerate(digests) if d + suffix not in store.rows]
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
-            feats = fn(torch.as_tensor(crops[part]), flip)
-            for row, i in enumerate(part):
-                store[digests[i] + suffix] = feats[row].clone()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(store, tmp)
-            tmp.replace(path)
+            store.add([digests[i] + suffix for i in part], fn(torch.as_tensor(crops[part]), flip))
             progress(name, start + len(part), len(missing))
+    store.compact()
     if not digests:
         return torch.empty(0, len(variants), 1792)
-    return torch.stack([torch.stack([store[d + suffix] for _, suffix, _ in variants]) for d in digests])
+    return torch.stack([torch.stack([store.rows[d + suffix] for _, suffix, _ in variants]) for d in digests])
 
 
 @dataclass
