@@ -195,3 +195,23 @@ def test_load_state_dict_refuses_truncated_and_non_dict_files(tmp_path: Path) ->
         w.load_state_dict(listed)
     with pytest.raises(WeightsError, match="does not exist"):
         w.load_state_dict(tmp_path / "none.pt")
+
+
+def test_a_cached_file_is_hashed_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.embed import embedder_source
+
+    calls: list[Path] = []
+    real = w.file_sha256
+    monkeypatch.setattr(w, "file_sha256", lambda path: calls.append(Path(path)) or real(path))
+    target = cache_dir() / "weights" / w.WEIGHT_FILES["casia-webface"].filename
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"weights, as far as this test is concerned")
+    target.with_name(target.name + ".sha256").write_text(hashlib.sha256(target.read_bytes()).hexdigest())
+    # Resolving checks the recorded digest; naming the model reuses that hash instead of reading again.
+    source = embedder_source(Path("casia-webface"))
+    assert source.path == target and len(calls) == 1
+    assert source.base_id.endswith(":" + hashlib.sha256(target.read_bytes()).hexdigest()[:8])
+    target.write_bytes(b"replaced by other weights")  # another size: hashed again, and the change is caught
+    with pytest.raises(WeightsError, match="changed since it was verified"):
+        w.resolve_weights("casia-webface")
+    assert len(calls) == 2

@@ -231,7 +231,7 @@ class EmbedderSource:
 def embedder_source(weights: Path | None = None, model_path: Path | None = None, config: EmbedConfig = EmbedConfig(),
                     progress: ProgressFn = null_progress) -> EmbedderSource:
     """Resolve ``--weights``/``--model`` to a file (downloading published weights if need be) and name it."""
-    from facecluster.weights import EMBEDDING_NAMES, file_sha256, resolve_weights
+    from facecluster.weights import EMBEDDING_NAMES, resolve_weights, weights_sha256
 
     if weights is not None and model_path is not None:
         raise ModelError("give either --weights (pretrained) or --model (trained), not both")
@@ -239,12 +239,12 @@ def embedder_source(weights: Path | None = None, model_path: Path | None = None,
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(f"model file {path} not found: give a file written by `facecluster train`")
-        return EmbedderSource(path, True, f"trained:{file_sha256(path)[:8]}")
+        return EmbedderSource(path, True, f"trained:{weights_sha256(path)[:8]}")
     if weights is not None and str(weights) in EMBEDDING_NAMES and not Path(weights).exists():
         path = resolve_weights(str(weights), progress=progress)
     else:
         path = resolve_weights(config.weights, weights, progress=progress)
-    digest = file_sha256(path)
+    digest = weights_sha256(path)
     return EmbedderSource(path, False, f"{_weights_name(path, digest)}:{digest[:8]}")
 
 

@@ -33,9 +33,9 @@ def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
     from facecluster.weights import (
         KNOWN_SHA256,
         check_embedding_state_dict,
-        file_sha256,
         load_state_dict,
         resolve_weights,
+        weights_sha256,
     )
 
     if scratch:
@@ -51,7 +51,7 @@ def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
         state = state["state_dict"]
     else:
         check_embedding_state_dict(state, path)
-    digest = file_sha256(path)
+    digest = weights_sha256(path)
     return BaseModel(state, f"{KNOWN_SHA256.get(digest, path.stem)}:{digest[:8]}")
 
 

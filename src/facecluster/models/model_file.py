@@ -23,7 +23,7 @@ import torch
 
 from facecluster.errors import ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.weights import file_sha256
+from facecluster.weights import weights_sha256
 
 FORMAT = "facecluster-model"
 VERSION = 1
@@ -70,7 +70,7 @@ def save_model_file(path: Path | str, model: InceptionResnetV1, *, base: str, me
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return file_sha256(path)
+    return weights_sha256(path)
 
 
 def read_model_file(path: Path | str) -> dict[str, Any]:
@@ -112,5 +112,5 @@ def load_model_file(path: Path | str, device: str | torch.device = "cpu") -> tup
     payload = read_model_file(path)
     model = InceptionResnetV1.from_state_dict(payload["state_dict"], device=device)
     meta = dict(payload.get("meta") or {})
-    meta.update({"base": payload["base"], "dim": int(payload["dim"]), "sha256": file_sha256(path)})
+    meta.update({"base": payload["base"], "dim": int(payload["dim"]), "sha256": weights_sha256(path)})
     return model, meta
