@@ -46,7 +46,7 @@ def report_files(report: object, quiet: bool) -> None:
 @json_option
 @click.pass_context
 def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: bool, quiet: bool, as_json: bool) -> None:
-    """Detect faces in photos (folders are walked; ``-`` reads paths from stdin).
+    """Detect faces in photos (folders are walked; "-" reads paths from stdin).
 
     Stores each face with its box, landmarks, probability and aligned crop. Unchanged files are
     skipped, moved or renamed files keep their faces; --force detects again. Files that cannot be read

@@ -28,7 +28,7 @@ def command(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Embed the faces found by ``detect`` (from their stored crops), in batches.
+    """Embed the faces found by `detect` (from their stored crops), in batches.
 
     Vectors of different models are kept apart; faces that already have a vector of this model are
     skipped unless --force.

@@ -40,6 +40,7 @@ def command(
 
     Names and corrections are kept by every later `facecluster cluster` run: faces you named or
     moved stay with their person, rejected faces never return to that person, ignored ones stay out.
+    A name finds an existing person ignoring case ("ada lovelace" is Ada Lovelace).
 
     \b
     Example:
