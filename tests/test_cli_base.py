@@ -26,3 +26,25 @@ def test_catalog_created_owner_only_and_migrated(tmp_path: Path) -> None:
     # Reopening applies nothing twice.
     with Catalog.open(path) as catalog:
         assert catalog.db.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`facecluster faces | head -1`: the closed pipe is no error message and no traceback."""
+    import subprocess
+    import sys
+
+    from tests.fakes import insert_photo
+
+    db = tmp_path / "c.db"
+    with Catalog.open(db) as catalog, catalog.transaction():
+        for k in range(3000):  # ~400 kB of JSON lines: far more than a pipe holds, so the writer must hit EPIPE
+            photo = insert_photo(catalog.db, tmp_path / f"{k:05d}.jpg")
+            catalog.db["faces"].insert({"photo_id": photo, "x1": 0, "y1": 0, "x2": 50, "y2": 50,
+                                        "probability": 0.99, "created_at": "2026-01-01T00:00:00"})
+    proc = subprocess.Popen([sys.executable, "-m", "facecluster", "--db", str(db), "faces"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b'{"face_id": 1,')
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1 and stderr == ""

@@ -64,6 +64,9 @@ class LazyGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader left (`facecluster faces | head`): Click's main ends quietly, as Unix tools do.
+            raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if os.environ.get("FACECLUSTER_DEBUG"):
                 raise
@@ -106,7 +109,15 @@ def cli(ctx: click.Context, db: Path | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="facecluster")
+    try:
+        try:
+            cli(prog_name="facecluster")
+        finally:
+            sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe prints a warning
+    except BrokenPipeError:
+        # Output still buffered when the reader closed the pipe: drop it, exit as Click does for EPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":  # pragma: no cover
