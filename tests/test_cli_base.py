@@ -48,3 +48,10 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1 and stderr == ""
+
+
+def test_counted_agrees_in_number() -> None:
+    from facecluster.output import counted
+
+    assert [counted(n, "person", "people") for n in (0, 1, 2)] == ["0 people", "1 person", "2 people"]
+    assert counted(1, "cluster") == "1 cluster" and counted(5, "cluster") == "5 clusters"

@@ -141,7 +141,7 @@ def test_forget_with_site_removes_pages_and_thumbnails(library: Library, tmp_pat
 def test_forget_asks_first_and_no_means_nothing_changes(library: Library) -> None:
     result = CliRunner().invoke(cli, ["--db", str(library.db), "forget", NAME], input="n\n")
     assert result.exit_code == 1
-    assert "Forget Ada Lovelace: 3 faces, 3 crops, 3 vectors, 0 cluster(s)?" in result.output
+    assert "Forget Ada Lovelace: 3 faces, 3 crops, 3 vectors, 0 clusters?" in result.output
     with Catalog.open(library.db) as catalog:
         assert catalog.db.execute("SELECT count(*) FROM people WHERE name = ?", [NAME]).fetchone()[0] == 1
     result = CliRunner().invoke(cli, ["--db", str(library.db), "forget", NAME], input="y\n")

@@ -41,3 +41,12 @@ def emit_csv(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> Non
         writer.writerow(
             {k: json.dumps(v, default=_default) if isinstance(v, (list, dict, tuple)) else v for k, v in record.items()}
         )
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the noun in the right number, for summaries on stderr.
+
+        counted(1, "person", "people")   # '1 person'
+        counted(3, "cluster")            # '3 clusters'
+    """
+    return f"{n} {one if n == 1 else (many or one + 's')}"

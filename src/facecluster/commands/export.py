@@ -8,7 +8,7 @@ import click
 
 from facecluster.commands.common import db_path, json_option, quiet_option
 from facecluster.errors import EXIT_PARTIAL
-from facecluster.output import emit_json
+from facecluster.output import counted, emit_json
 
 
 @click.command()
@@ -54,7 +54,8 @@ def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: s
         emit_json(summary.as_dict())
     if not quiet:
         click.echo(
-            f"Exported {summary.photos} photos of {summary.people} people to {summary.out} "
+            f"Exported {counted(summary.photos, 'photo')} of {counted(summary.people, 'person', 'people')} "
+            f"to {summary.out} "
             f"({summary.created} new, {summary.unchanged} unchanged, {summary.removed} removed).",
             err=True,
         )

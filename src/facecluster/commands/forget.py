@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from facecluster.commands.common import db_path, json_option, quiet_option
-from facecluster.output import emit_json
+from facecluster.output import counted, emit_json
 
 
 @click.command()
@@ -50,7 +50,7 @@ def command(
         plan = plan_forget(catalog, person)
         what = (
             f"{plan.name}: {plan.faces} faces, {plan.crops} crops, {plan.vectors} vectors, "
-            f"{plan.clusters_deleted} cluster(s)"
+            f"{counted(plan.clusters_deleted, 'cluster')}"
         )
         if not yes:
             click.confirm(f"Forget {what}? This cannot be undone", abort=True, err=True)
@@ -63,7 +63,7 @@ def command(
     if not quiet:
         click.echo(
             f"Forgot {summary.name}: deleted {summary.faces} faces, {summary.crops} crops, {summary.vectors} vectors, "
-            f"{summary.clusters_deleted} cluster(s) ({summary.clusters_kept} kept unnamed); photos untouched.",
+            f"{counted(summary.clusters_deleted, 'cluster')} ({summary.clusters_kept} kept unnamed); photos untouched.",
             err=True,
         )
         if site is not None:

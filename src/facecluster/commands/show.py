@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from facecluster.commands.common import db_path, json_option, quiet_option
-from facecluster.output import emit_json
+from facecluster.output import counted, emit_json
 
 
 def command_prefix(ctx: click.Context) -> str:
@@ -58,8 +58,8 @@ def command(ctx: click.Context, out: Path | None, open_browser: bool, quiet: boo
         emit_json(summary.as_dict())
     if not quiet:
         click.echo(
-            f"Wrote {summary.pages} pages for {summary.people} people, {summary.clusters} clusters and "
-            f"{summary.faces} faces ({summary.thumbs_made} new thumbnails, {summary.thumbs_reused} reused): "
+            f"Wrote {counted(summary.pages, 'page')} for {counted(summary.people, 'person', 'people')}, "
+            f"{counted(summary.clusters, 'cluster')} and {counted(summary.faces, 'face')} ({summary.thumbs_made} new thumbnails, {summary.thumbs_reused} reused): "
             f"{summary.index}",
             err=True,
         )
