@@ -101,6 +101,30 @@ def test_bad_files_are_recorded_and_the_run_goes_on(library: Path) -> None:
     assert catalog.db.execute("SELECT error FROM files WHERE path LIKE '%missing.png'").fetchone() is None
 
 
+def test_names_that_are_not_utf8_and_unlistable_folders_are_failures_not_crashes(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = (library / "2020" / "a1.png").read_bytes()
+    latin1 = os.fsencode(library) + b"/caf\xe9.png"  # a Latin-1 name, as old cameras and Windows copies write
+    with open(latin1, "wb") as handle:
+        handle.write(good)
+    (library / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if Path(path).name == "locked":  # (chmod 000 does not stop root, who runs CI)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    catalog = Catalog.open(None)
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    failed = {Path(f.path).name: f.error for f in report.failed}
+    assert failed.keys() == {"caf\\xe9.png", "locked"}  # printable, storable text
+    assert "not valid UTF-8" in failed["caf\\xe9.png"] and "Permission denied" in failed["locked"]
+    assert report.detected == len(LIBRARY) and report.files == len(LIBRARY) + 2
+
+
 def test_batches_commit_separately_so_an_interrupt_keeps_finished_work(library: Path) -> None:
     class Interrupting(FakeDetector):
         def detect(self, images):

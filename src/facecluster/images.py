@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,10 +195,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
+def iter_image_files(paths: Iterable[Path], on_error: Callable[[OSError], None] | None = None) -> Iterator[Path]:
     """Supported image files under ``paths``: folders walked in sorted order, hidden files and folders skipped.
 
-    A path that is itself a supported file is yielded as given. Example::
+    A path that is itself a supported file is yielded as given. A folder that cannot be listed is passed
+    to ``on_error`` (it would be skipped silently otherwise). Example::
 
         list(iter_image_files([Path("Pictures")]))   # [Path("Pictures/2019/a.jpg"), Path("Pictures/b.HEIC")]
     """
@@ -208,12 +209,23 @@ def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
             if root.suffix.lower() in SUPPORTED_SUFFIXES:
                 yield root
             continue
-        for folder, dirs, files in os.walk(root):
+        for folder, dirs, files in os.walk(root, onerror=on_error):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .git, .thumbnails, .Trash
             for file in sorted(files):
                 # Hidden files include macOS "._IMG.jpg" resource forks, which are not images.
                 if not file.startswith(".") and Path(file).suffix.lower() in SUPPORTED_SUFFIXES:
                     yield Path(folder) / file
+
+
+def printable_path(path: Path | str) -> str:
+    """``path`` as text that can be printed and stored: bytes that are not UTF-8 shown as ``\\xNN``.
+
+    Linux file names are bytes; one written in Latin-1 comes to Python with surrogates, which neither
+    SQLite nor a UTF-8 terminal accepts. Example::
+
+        printable_path(os.fsdecode(b"caf\\xe9.jpg"))   # 'caf\\xe9.jpg'
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def file_hash(path: Path) -> str:

@@ -144,28 +144,38 @@ def read_path_list(stream: Iterable[str]) -> list[Path]:
 def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[FileFailure]]:
     """Walk folders (sorted, supported images only); files named explicitly are always tried.
 
-    Returns the files, absolute and de-duplicated in order, and failures for paths that do not exist::
+    Returns the files, absolute and de-duplicated in order, and failures for paths that do not exist,
+    folders that cannot be listed and file names that are not UTF-8 (the catalog stores paths as text)::
 
-        files, missing = expand_paths([Path("~/Pictures").expanduser()])
+        files, failures = expand_paths([Path("~/Pictures").expanduser()])
     """
-    from facecluster.images import iter_image_files
+    from facecluster.images import iter_image_files, printable_path
 
     files: list[Path] = []
     failures: list[FileFailure] = []
     seen: set[Path] = set()
+
+    def unreadable_folder(exc: OSError) -> None:
+        failures.append(FileFailure(printable_path(exc.filename or ""), f"cannot list folder: {exc.strerror}"))
+
     for raw in paths:
         path = Path(os.path.abspath(Path(raw).expanduser()))
         if path.is_dir():
-            found: Iterable[Path] = (Path(os.path.abspath(p)) for p in iter_image_files([path]))
+            found: Iterable[Path] = (Path(os.path.abspath(p)) for p in iter_image_files([path], unreadable_folder))
         elif path.exists():
             found = [path]
         else:
-            failures.append(FileFailure(str(path), "no such file or directory"))
+            failures.append(FileFailure(printable_path(path), "no such file or directory"))
             continue
         for item in found:
-            if item not in seen:
-                seen.add(item)
-                files.append(item)
+            if item in seen:
+                continue
+            seen.add(item)
+            if printable_path(item) != str(item):
+                failures.append(FileFailure(printable_path(item), "the file name is not valid UTF-8: rename the "
+                                            "file (e.g. `convmv -f latin1 -t utf8 --notest FILE`)"))
+                continue
+            files.append(item)
     return files, failures
 
 
