@@ -133,6 +133,17 @@ def test_missing_path_is_a_failure_not_a_crash(env: dict) -> None:
     assert result.exit_code == EXIT_PARTIAL and "no such file" in result.stderr
 
 
+def test_a_folder_without_photos_says_so(env: dict) -> None:
+    empty = env["root"].parent / "empty"
+    (empty / "videos").mkdir(parents=True)
+    (empty / "videos" / "clip.mp4").write_bytes(b"not a photo")
+    for command in ("detect", "cluster"):
+        result = run(env, command, str(empty))
+        assert result.exit_code == 0 and f"no photos found in {empty}" in result.stderr, command
+    assert "no photos found" not in run(env, "detect", str(env["root"])).stderr
+    assert run(env, "detect", str(empty), "-q").stderr == ""
+
+
 def test_names_survive_reclustering_and_moves(env: dict, tmp_path: Path) -> None:
     run(env, "cluster", str(env["root"]))
     clusters = [r for r in people_by_kind(env) if r["kind"] == "cluster"]

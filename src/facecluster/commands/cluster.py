@@ -99,7 +99,7 @@ def command(
         facecluster cluster --full --threshold 0.9
     """
     from facecluster.catalog import Catalog
-    from facecluster.commands.detect import collect_paths
+    from facecluster.commands.detect import collect_paths, warn_if_no_files
     from facecluster.config import DetectConfig, EmbedConfig
     from facecluster.output import emit_json
     from facecluster.people import cluster_catalog, list_people
@@ -145,6 +145,8 @@ def command(
     if not quiet:
         _summary(result, people[:10])
     print_failures(failed)
+    if files:
+        warn_if_no_files(detected, files, quiet)
     if as_json:
         emit_json(result)
     if failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -36,6 +37,18 @@ def report_files(report: object, quiet: bool) -> None:
             err=True,
         )
     print_failures(report.failed, stream=sys.stderr)
+
+
+def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None:
+    """A hint on stderr when ``paths`` held no photo at all: a mistyped folder should not look like success."""
+    from facecluster.images import SUPPORTED_SUFFIXES
+    from facecluster.pipeline import DetectReport
+
+    assert isinstance(report, DetectReport)
+    if paths and report.files == 0 and not quiet:
+        where = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+        click.echo(f"no photos found in {where} (looked for {' '.join(sorted(SUPPORTED_SUFFIXES))}; "
+                   "hidden files and folders are skipped)", err=True)
 
 
 @click.command()
@@ -74,6 +87,7 @@ def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: boo
             run.stats = report.to_dict()
             run.status = "partial" if report.failed else "ok"
     report_files(report, quiet)
+    warn_if_no_files(report, files, quiet)
     if as_json:
         emit_json(report.to_dict())
     if report.failed:
