@@ -27,6 +27,16 @@ def test_directory_is_not_a_catalog(tmp_path: Path) -> None:
         Catalog.open(tmp_path)
 
 
+def test_a_catalog_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    with Catalog.open(path) as catalog, catalog.transaction() as conn:
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES ('m999_from_the_future', 'x')")
+    before = path.read_bytes()
+    with pytest.raises(CatalogError, match="newer facecluster .*m999_from_the_future"):
+        Catalog.open(path)
+    assert path.read_bytes() == before
+
+
 def test_run_rows_record_status_and_stats() -> None:
     catalog = Catalog.open(None)
     with catalog.run("detect", {"paths": ["a"]}) as run:

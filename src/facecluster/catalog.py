@@ -58,8 +58,9 @@ class Catalog:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
             apply_migrations(db)
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"cannot use catalog {file_path}: {exc}") from exc
+        except (sqlite3.DatabaseError, CatalogError) as exc:
+            db.conn.close()
+            raise CatalogError(f"cannot use catalog {file_path or ':memory:'}: {exc}") from exc
         return cls(db, file_path)
 
     @contextmanager

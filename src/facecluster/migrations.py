@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 
 from sqlite_utils import Database
 
+from facecluster.errors import CatalogError
+
 
 def m001_initial(db: Database) -> None:
     """Photos, the paths they were seen at, faces, models, embeddings, clusters, people, runs."""
@@ -141,6 +143,11 @@ def apply_migrations(db: Database) -> list[str]:
     """Apply every migration not yet recorded; return the names applied (oldest first)."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    # A newer facecluster changed the schema in ways this one does not know: writing could damage it.
+    unknown = sorted(done - {m.__name__ for m in MIGRATIONS})
+    if unknown:
+        raise CatalogError(f"it was written by a newer facecluster (schema step {unknown[-1]} is unknown here): "
+                           "upgrade facecluster to use it")
     applied = []
     for migration in MIGRATIONS:
         name = migration.__name__
