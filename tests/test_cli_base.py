@@ -55,3 +55,11 @@ def test_counted_agrees_in_number() -> None:
 
     assert [counted(n, "person", "people") for n in (0, 1, 2)] == ["0 people", "1 person", "2 people"]
     assert counted(1, "cluster") == "1 cluster" and counted(5, "cluster") == "5 clusters"
+
+
+def test_a_file_system_error_is_one_plain_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the export folder should go")
+    out = tmp_path / "file" / "by-person"
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "c.db"), "export", "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: Not a directory: {out}\n"

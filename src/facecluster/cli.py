@@ -67,6 +67,14 @@ class LazyGroup(click.Group):
         except BrokenPipeError:
             # The reader left (`facecluster faces | head`): Click's main ends quietly, as Unix tools do.
             raise
+        except OSError as exc:
+            # The file system said no (permissions, a full disk, a file where a folder should be): the
+            # user's to fix, not a bug, so no "unexpected" and no traceback hint.
+            if os.environ.get("FACECLUSTER_DEBUG"):
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(EXIT_ERROR)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if os.environ.get("FACECLUSTER_DEBUG"):
                 raise
