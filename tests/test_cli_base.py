@@ -63,3 +63,24 @@ def test_a_file_system_error_is_one_plain_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "c.db"), "export", "--out", str(out)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: Not a directory: {out}\n"
+
+
+def test_a_busy_catalog_is_one_line_that_says_so(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from facecluster import catalog as catalog_module
+
+    db = tmp_path / "c.db"
+    Catalog.open(db).close()
+    monkeypatch.setattr(catalog_module, "BUSY_TIMEOUT_S", 0.1)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another command in the middle of a write
+    try:
+        (tmp_path / "empty").mkdir()
+        result = CliRunner().invoke(cli, ["--db", str(db), "detect", str(tmp_path / "empty")])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: the catalog is busy: another facecluster command is writing")
+    assert len(result.stderr.splitlines()) == 1

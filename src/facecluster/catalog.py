@@ -24,6 +24,9 @@ from sqlite_utils import Database
 from facecluster.errors import CatalogError
 from facecluster.migrations import apply_migrations, now
 
+#: How long a write waits for another process's write to finish before giving up (seconds).
+BUSY_TIMEOUT_S = 30.0
+
 
 class Catalog:
     """A handle on one catalog file; ``.db`` is the sqlite-utils ``Database``."""
@@ -48,7 +51,7 @@ class Catalog:
                     # Create it owner-only before SQLite opens it: faces are biometric data.
                     fd = os.open(file_path, os.O_CREAT | os.O_WRONLY, 0o600)
                     os.close(fd)
-                conn = sqlite3.connect(str(file_path), timeout=30)
+                conn = sqlite3.connect(str(file_path), timeout=BUSY_TIMEOUT_S)
             except (OSError, sqlite3.Error) as exc:
                 raise CatalogError(f"cannot open catalog {file_path}: {exc}") from exc
             db = Database(conn)

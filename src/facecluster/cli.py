@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,22 +68,26 @@ class LazyGroup(click.Group):
         except BrokenPipeError:
             # The reader left (`facecluster faces | head`): Click's main ends quietly, as Unix tools do.
             raise
-        except OSError as exc:
-            # The file system said no (permissions, a full disk, a file where a folder should be): the
-            # user's to fix, not a bug, so no "unexpected" and no traceback hint.
-            if os.environ.get("FACECLUSTER_DEBUG"):
-                raise
-            where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"Error: {exc.strerror or exc}{where}", err=True)
-            ctx.exit(EXIT_ERROR)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if os.environ.get("FACECLUSTER_DEBUG"):
                 raise
-            click.echo(
-                f"Error: unexpected {type(exc).__name__}: {exc} (set FACECLUSTER_DEBUG=1 for a traceback)",
-                err=True,
-            )
+            click.echo(f"Error: {_describe(exc)}", err=True)
             ctx.exit(EXIT_ERROR)
+
+
+def _describe(exc: Exception) -> str:
+    """One line for an error no library code turned into a FaceclusterError.
+
+        _describe(NotADirectoryError(20, "Not a directory", "out/x"))   # 'Not a directory: out/x'
+    """
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return ("the catalog is busy: another facecluster command is writing to it; "
+                "run this one again when that one has finished")
+    if isinstance(exc, OSError):
+        # The file system said no (permissions, a full disk, a file where a folder should be): the
+        # user's to fix, not a bug, so no "unexpected" and no traceback hint.
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return f"unexpected {type(exc).__name__}: {exc} (set FACECLUSTER_DEBUG=1 for a traceback)"
 
 
 class AppContext:
