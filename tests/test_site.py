@@ -11,6 +11,7 @@ import json
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -460,14 +461,23 @@ def test_progress_is_reported_through_the_callback(library: Library, tmp_path: P
     assert ("thumbnails", 15, 15) in calls and calls[-1][0] == "pages" and calls[-1][1] == calls[-1][2]
 
 
-def test_show_open_launches_the_index(library: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import click
-
-    launched: list[str] = []
-    monkeypatch.setattr(click, "launch", lambda url, **kw: launched.append(url))
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="xdg-open is the Linux launcher")
+@pytest.mark.parametrize("status", [0, 3])
+def test_show_open_launches_the_index_or_says_it_could_not(
+    library: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opener = bin_dir / "xdg-open"  # a stand-in launcher: records what it was asked to open
+    opener.write_text(f'#!/bin/sh\necho "$1" > "{tmp_path}/opened"\necho "no method available" >&2\nexit {status}\n')
+    opener.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
     result = CliRunner().invoke(cli, ["--db", str(library.db), "show", "--out", str(tmp_path / "s"), "--open"])
     assert result.exit_code == 0, result.output
-    assert launched == [str(tmp_path / "s" / "index.html")]
+    index = tmp_path / "s" / "index.html"
+    assert (tmp_path / "opened").read_text().strip() == str(index)
+    assert "no method available" not in result.stderr  # the launcher's own noise stays out
+    assert ("could not open a web browser" in result.stderr) == (status != 0)
 
 
 def test_a_site_folder_shows_one_catalog(library: Library, tmp_path: Path) -> None:

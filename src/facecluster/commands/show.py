@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -15,6 +18,25 @@ def command_prefix(ctx: click.Context) -> str:
     """How the user runs facecluster, for the commands shown on the site: keeps ``--db`` when given."""
     db = ctx.find_root().params.get("db")
     return "facecluster" if db is None else f"facecluster --db {shlex.quote(str(Path(db).absolute()))}"
+
+
+def open_in_browser(path: Path) -> bool:
+    """Open ``path`` with the desktop's handler; False where there is none (a server, an SSH session).
+
+    On Linux ``xdg-open`` runs quietly (its complaints about missing browsers would bury our message);
+    elsewhere Click's launcher does. Example: ``open_in_browser(Path("site/index.html"))`` -> True.
+    """
+    if not sys.platform.startswith("linux"):
+        return click.launch(str(path)) == 0
+    opener = shutil.which("xdg-open")
+    if opener is None:
+        return False
+    proc = subprocess.Popen([opener, str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return proc.wait(timeout=5) == 0
+    except subprocess.TimeoutExpired:  # some set-ups run the browser itself in the foreground: it opened
+        return True
 
 
 def default_site_dir() -> Path:
@@ -65,5 +87,5 @@ def command(ctx: click.Context, out: Path | None, open_browser: bool, quiet: boo
         )
         if summary.missing_photos:
             click.echo(f"{len(summary.missing_photos)} photo files are missing (moved or deleted).", err=True)
-    if open_browser:
-        click.launch(str(summary.index))
+    if open_browser and not open_in_browser(summary.index):
+        click.echo(f"could not open a web browser here: open {summary.index.as_uri()} in one", err=True)
