@@ -197,6 +197,21 @@ def test_load_state_dict_refuses_truncated_and_non_dict_files(tmp_path: Path) ->
         w.load_state_dict(tmp_path / "none.pt")
 
 
+def test_torch_load_says_why_in_one_short_line(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
+    with pytest.raises(WeightsError, match=r"\(not a PyTorch file \(it does not start like one\)\)"):
+        w.load_state_dict(photo)
+    whole = tmp_path / "whole.pt"
+    torch.save(torch.nn.Linear(2, 2), whole)  # the whole module pickled, not its state_dict()
+    with pytest.raises(ValueError, match=r"pickled Python object \(torch.nn.modules.linear.Linear\).*state_dict"):
+        w.torch_load(whole)
+    for path in (photo, whole):
+        with pytest.raises(ValueError) as info:
+            w.torch_load(path)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 200 and "weights_only" not in str(info.value)
+
+
 def test_a_cached_file_is_hashed_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from facecluster.embed import embedder_source
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -96,6 +97,41 @@ def _memo_sha256(path: str, size: int, inode: int, mtime_ns: int, ctime_ns: int)
     return file_sha256(Path(path))
 
 
+#: What ``torch.load`` raises on bytes that are not a checkpoint it may load.
+TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError,
+)
+
+
+def torch_load(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a one-line ``ValueError`` saying why it failed.
+
+    torch's own messages run to a dozen lines of advice about ``weights_only=False``, which we never
+    follow (that would run code from the file). Example::
+
+        torch_load(Path("photo.jpg"))   # ValueError: not a PyTorch file (it does not start like one)
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip archive; very old files are a bare pickle (protocol byte 0x80).
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ValueError("not a PyTorch file (it does not start like one)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, *TORCH_LOAD_ERRORS) as exc:
+        text = str(exc)
+        if match := re.search(r"Unsupported global: GLOBAL (\S+)", text):
+            raise ValueError(f"it holds a pickled Python object ({match.group(1)}), not only tensors: "
+                             "save the model's state_dict() instead") from exc
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        raise ValueError(lines[0][:160] if lines else type(exc).__name__) from exc
+
+
 def load_state_dict(path: Path) -> dict[str, Any]:
     """Load a ``torch.save``d dict with ``weights_only=True`` on the CPU; one-line ``WeightsError`` otherwise.
 
@@ -103,22 +139,15 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 
         state = load_state_dict(Path("20180408-102900-casia-webface.pt"))
     """
-    import pickle
-    import zipfile
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file {path} is empty: delete it and download it again")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
-            IndexError, KeyError, AttributeError, TypeError) as exc:  # what torch.load raises on junk bytes
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"weights file {path} is corrupt or not a PyTorch state dict ({reason}): "
+        state = torch_load(path)
+    except ValueError as exc:
+        raise WeightsError(f"weights file {path} is corrupt or not a PyTorch state dict ({exc}): "
                            "delete it and download it again") from exc
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")

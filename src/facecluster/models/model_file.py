@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import numbers
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import torch
 
 from facecluster.errors import ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.weights import weights_sha256
+from facecluster.weights import torch_load, weights_sha256
 
 FORMAT = "facecluster-model"
 VERSION = 1
@@ -82,10 +80,9 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"model file {path} not found: give the --out file written by `facecluster train`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path} is not a readable model file ({first})") from exc
+        payload = torch_load(path)
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{path} is not a readable model file ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(
             f"{path} is not a facecluster model file (pretrained weights go to --weights, trained models to --model)"

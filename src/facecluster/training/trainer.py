@@ -289,10 +289,12 @@ def validate(embeddings: np.ndarray, val: ValidationSet) -> dict[str, Any]:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
+    from facecluster.weights import torch_load
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same one-line problem
-        raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({type(exc).__name__}); start without --resume") from exc
+        return torch_load(path)
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start without --resume") from exc
 
 
 def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run_dir: Path,
