@@ -422,14 +422,7 @@ def _name_matches(conn: Any, name: str) -> list[tuple[int, str]]:
     return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if _fold(n) == _fold(name)]
 
 
-def find_person(conn: Any, name: str) -> tuple[int, str]:
-    """``(id, name)`` of the person called ``name``: exact, else the one equal ignoring case and Unicode form.
-
-    Every command that takes a person's name (``label``, ``forget``, ``export``) finds people this way::
-
-        find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
-    """
-    matches = _name_matches(conn, _clean_name(name))
+def _one_person(matches: list[tuple[int, str]], name: str) -> tuple[int, str]:
     if len(matches) == 1:
         return matches[0]
     if matches:
@@ -437,12 +430,23 @@ def find_person(conn: Any, name: str) -> tuple[int, str]:
     raise CatalogError(f"no person named {name!r}; `facecluster people` lists them")
 
 
+def find_person(conn: Any, name: str) -> tuple[int, str]:
+    """``(id, name)`` of the person called ``name``: exact, else the one equal ignoring case and Unicode form.
+
+    Every command that takes a person's name (``label``, ``forget``, ``export``) finds people this way::
+
+        find_person(catalog.db.conn, "zoë ñúñez")   # (2, 'Zoë Ñúñez')
+    """
+    return _one_person(_name_matches(conn, _clean_name(name)), name)
+
+
 def _person_id(conn: Any, name: str, *, create: bool) -> int:
     # An existing person is found as find_person finds it ("ada" names Ada's cluster as Ada); only a
     # name that matches nobody creates a person, and only where the command means to.
     name = _clean_name(name)
-    if _name_matches(conn, name) or not create:
-        return find_person(conn, name)[0]
+    matches = _name_matches(conn, name)
+    if matches or not create:
+        return _one_person(matches, name)[0]
     cursor = conn.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [name, now()])
     return int(cursor.lastrowid or 0)
 
