@@ -97,14 +97,9 @@ def _memo_sha256(path: str, size: int, inode: int, mtime_ns: int, ctime_ns: int)
     return file_sha256(Path(path))
 
 
-#: What ``torch.load`` raises on bytes that are not a checkpoint it may load.
-TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
-    RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, AttributeError, TypeError,
-)
-
-
 def torch_load(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; a one-line ``ValueError`` saying why it failed.
+    """``torch.load(path, weights_only=True)`` on the CPU; a one-line ``ValueError`` saying why it failed
+    (``OSError`` when the file cannot be opened at all).
 
     torch's own messages run to a dozen lines of advice about ``weights_only=False``, which we never
     follow (that would run code from the file). Example::
@@ -123,7 +118,8 @@ def torch_load(path: Path) -> Any:
         raise ValueError("not a PyTorch file (it does not start like one)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, *TORCH_LOAD_ERRORS) as exc:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, IndexError,
+            KeyError, AttributeError, TypeError) as exc:  # what torch.load raises on junk bytes
         text = str(exc)
         if match := re.search(r"Unsupported global: GLOBAL (\S+)", text):
             raise ValueError(f"it holds a pickled Python object ({match.group(1)}), not only tensors: "
@@ -146,7 +142,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         raise WeightsError(f"weights file {path} is empty: delete it and download it again")
     try:
         state = torch_load(path)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # OSError: the file could not even be opened (permissions)
         raise WeightsError(f"weights file {path} is corrupt or not a PyTorch state dict ({exc}): "
                            "delete it and download it again") from exc
     if not isinstance(state, dict):
