@@ -209,7 +209,9 @@ class _FeatureStore:
 
     def _write(self, keys: list[str], features: torch.Tensor) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{len(self.files):06d}-{hashlib.sha256(''.join(keys).encode()).hexdigest()[:12]}.pt"
+        # Named by the keys it holds: a new chunk never replaces an older file with other features.
+        name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        path = self.folder / f"{name}.pt"
         tmp = path.with_suffix(".tmp")
         torch.save({"keys": keys, "features": features.contiguous()}, tmp)
         tmp.replace(path)
@@ -225,10 +227,9 @@ class _FeatureStore:
         """Fold the chunk files into one (one write of the whole cache, only when there are several)."""
         if len(self.files) < 2:
             return
-        old, keys = self.files, list(self.rows)
-        self.files = []
+        keys = list(self.rows)
         merged = self._write(keys, torch.stack([self.rows[k] for k in keys]))
-        for path in old:
+        for path in self.files:
             if path != merged:
                 path.unlink(missing_ok=True)
         self.files = [merged]
