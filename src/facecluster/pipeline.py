@@ -171,9 +171,10 @@ def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[FileFailure]]:
             if item in seen:
                 continue
             seen.add(item)
-            if printable_path(item) != str(item):
-                failures.append(FileFailure(printable_path(item), "the file name is not valid UTF-8: rename the "
-                                            "file (e.g. `convmv -f latin1 -t utf8 --notest FILE`)"))
+            shown = printable_path(item)
+            if shown != str(item):
+                failures.append(FileFailure(shown, "the file name is not valid UTF-8: rename the file "
+                                            "(e.g. `convmv -f latin1 -t utf8 --notest FILE`)"))
                 continue
             files.append(item)
     return files, failures

@@ -81,7 +81,8 @@ def command(ctx: click.Context, out: Path | None, open_browser: bool, quiet: boo
     if not quiet:
         click.echo(
             f"Wrote {counted(summary.pages, 'page')} for {counted(summary.people, 'person', 'people')}, "
-            f"{counted(summary.clusters, 'cluster')} and {counted(summary.faces, 'face')} ({summary.thumbs_made} new thumbnails, {summary.thumbs_reused} reused): "
+            f"{counted(summary.clusters, 'cluster')} and {counted(summary.faces, 'face')} "
+            f"({summary.thumbs_made} new thumbnails, {summary.thumbs_reused} reused): "
             f"{summary.index}",
             err=True,
         )
