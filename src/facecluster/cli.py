@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,6 +79,8 @@ def _describe(exc: Exception) -> str:
 
         _describe(NotADirectoryError(20, "Not a directory", "out/x"))   # 'Not a directory: out/x'
     """
+    import sqlite3  # here: only an error pays for it, not every start-up (--help included)
+
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return ("the catalog is busy: another facecluster command is writing to it; "
                 "run this one again when that one has finished")
