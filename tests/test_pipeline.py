@@ -199,3 +199,178 @@ def test_crop_round_trip(fmt: str) -> None:
 
 def test_read_path_list() -> None:
     assert read_path_list(["a.jpg\n", "\n", "b c.png\r\n"]) == [Path("a.jpg"), Path("b c.png")]
+
+
+# -- files that change between runs -------------------------------------------------------------------
+
+
+def _face_of(catalog: Catalog, path: Path) -> list[int]:
+    return [r[0] for r in catalog.db.execute(
+        "SELECT f.id FROM faces f JOIN files fl ON fl.photo_id = f.photo_id WHERE fl.path = ? ORDER BY f.x1",
+        [str(path)])]
+
+
+def test_swapped_and_shifted_files_keep_their_faces(tmp_path: Path) -> None:
+    from tests.fakes import make_photo
+
+    lib = tmp_path / "lib"
+    paths = [make_photo(lib / f"p{i}.png", [i]) for i in range(1, 4)]  # p1..p3, one identity each
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    ids = {i: _face_of(catalog, p) for i, p in enumerate(paths, 1)}
+    # Swap p1 and p2: p1's new content is only met again at p2, after p1's old photo lost its path.
+    os.rename(paths[0], lib / "tmp.png"); os.rename(paths[1], paths[0]); os.rename(lib / "tmp.png", paths[1])
+    detector = FakeDetector()
+    report = detect_paths(catalog, [lib], detector, crop=fake_crop)
+    assert detector.images == 0 and report.moved == 2 and not report.failed
+    assert _face_of(catalog, paths[0]) == ids[2] and _face_of(catalog, paths[1]) == ids[1]
+    # Shift the series by one and put a new photo first, as renaming tools do.
+    for i in (3, 2, 1):
+        os.rename(lib / f"p{i}.png", lib / f"p{i + 1}.png")
+    make_photo(lib / "p1.png", [0])
+    report = detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    assert report.detected == 1 and report.moved == 3 and not report.failed
+    assert _face_of(catalog, lib / "p2.png") == ids[2] and _face_of(catalog, lib / "p4.png") == ids[3]
+    assert catalog.db.execute("SELECT count(*) FROM photos").fetchone()[0] == 4
+
+
+def test_a_photo_whose_file_was_edited_keeps_face_ids_names_and_corrections(library: Path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    photo = library / "2020" / "a2.png"  # identities 0 and 1
+    before = _face_of(catalog, photo)
+    conn = catalog.db.conn
+    conn.execute("INSERT INTO people (id, name, created_at) VALUES (1, 'Ada', 'now'), (2, 'Bob', 'now')")
+    conn.execute("UPDATE faces SET person_id = 1, person_source = 'user' WHERE id = ?", [before[0]])
+    conn.execute("INSERT INTO face_rejections (face_id, person_id, created_at) VALUES (?, 2, 'now')", [before[0]])
+    conn.commit()
+    # A photo manager writes a rating into the file: new bytes (new hash), the same pixels.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Rating", "5")
+    with Image.open(photo) as image:
+        image.load()
+        image.save(photo, pnginfo=info)
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert report.detected == 1
+    assert _face_of(catalog, photo) == before
+    assert conn.execute("SELECT person_id, person_source FROM faces WHERE id = ?", [before[0]]).fetchone() == (1, "user")
+    assert conn.execute("SELECT count(*) FROM face_rejections").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM photos").fetchone()[0] == len(LIBRARY)  # the old photo is gone
+    # Other faces at the same places (another photo saved over it) start afresh.
+    from tests.fakes import make_photo
+
+    make_photo(photo, [2, 3])
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert not set(_face_of(catalog, photo)) & set(before)
+    assert conn.execute("SELECT count(*) FROM face_rejections").fetchone()[0] == 0
+
+
+def test_a_file_that_is_damaged_for_a_while_keeps_its_faces(library: Path) -> None:
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    photo = library / "2021" / "c2.png"
+    before, good = _face_of(catalog, photo), photo.read_bytes()
+    photo.write_bytes(good[:200])  # a half-finished sync
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert [Path(f.path).name for f in report.failed] == ["c2.png"]
+    assert _face_of(catalog, photo) == before
+    photo.write_bytes(good)
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert not report.failed and report.detected == 0
+    assert _face_of(catalog, photo) == before
+    assert catalog.db.execute("SELECT error FROM files WHERE path = ?", [str(photo)]).fetchone() == (None,)
+
+
+def test_copies_in_one_run_are_detected_once_and_removed_copies_are_forgotten(library: Path, tmp_path: Path) -> None:
+    backup = tmp_path / "photos" / "backup"
+    shutil.copytree(library / "2020", backup)
+    (library / "link.png").symlink_to(library / "2021" / "c1.png")
+    catalog = Catalog.open(None)
+    detector = FakeDetector()
+    report = detect_paths(catalog, [library], detector, crop=fake_crop)
+    assert detector.images == len(LIBRARY) and report.detected == len(LIBRARY)
+    assert report.faces == sum(len(v) for v in LIBRARY.values()) == _faces(catalog)
+    assert report.moved == 5  # the four copies in backup/ and the link are linked to their photos
+    shutil.rmtree(backup)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    paths = [r[0] for r in catalog.db.execute("SELECT path FROM photos")] + \
+            [r[0] for r in catalog.db.execute("SELECT path FROM files")]
+    assert all(Path(p).exists() for p in paths)  # faces point at files that exist
+    assert _faces(catalog) == sum(len(v) for v in LIBRARY.values())
+
+
+def test_a_file_renamed_then_overwritten_leaves_no_ghost_faces(tmp_path: Path) -> None:
+    from tests.fakes import make_photo
+
+    lib = tmp_path / "lib"
+    make_photo(lib / "a.png", [0])
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    os.rename(lib / "a.png", lib / "b.png")
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    make_photo(lib / "b.png", [1, 2])
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    assert catalog.db.execute("SELECT count(*) FROM photos").fetchone()[0] == 1
+    assert _faces(catalog) == 2
+
+
+def test_a_touched_file_is_unchanged_not_moved(library: Path) -> None:
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    photo = library / "2020" / "a1.png"
+    os.utime(photo, (1e9, 1e9))
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert report.skipped == len(LIBRARY) and report.moved == 0 and report.detected == 0
+
+
+def test_cluster_sizes_follow_faces_deleted_by_detect(library: Path) -> None:
+    from tests.fakes import make_photo
+
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop, embedder=FakeEmbedder())
+    conn = catalog.db.conn
+    conn.execute("INSERT INTO clusters (id, model_id, size, created_at) VALUES (1, 'fake:0001', 2, 'now')")
+    conn.execute("UPDATE faces SET cluster_id = 1 WHERE photo_id IN (SELECT photo_id FROM files WHERE path LIKE '%/c2.png' "
+                 "OR path LIKE '%/c1.png')")
+    conn.execute("UPDATE clusters SET size = (SELECT count(*) FROM faces WHERE cluster_id = 1)")
+    conn.commit()
+    make_photo(library / "2021" / "c2.png", [])  # its two faces are gone
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert conn.execute("SELECT size FROM clusters WHERE id = 1").fetchone() == (1,)
+
+
+def test_a_photo_left_without_a_path_by_an_interrupted_run_is_forgotten(library: Path) -> None:
+    from tests.fakes import make_photo
+
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    conn = catalog.db.conn
+    orphan = conn.execute("SELECT photo_id FROM files WHERE path LIKE '%/d1.png'").fetchone()[0]
+    # A run stopped after d1.png's path took other content, before that content's old path was reached;
+    # meanwhile d1.png's content was deleted.
+    conn.execute("DELETE FROM files WHERE photo_id = ?", [orphan])
+    conn.commit()
+    (library / "2021" / "d1.png").unlink()
+    make_photo(library / "new.png", [1])
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert conn.execute("SELECT count(*) FROM photos WHERE id = ?", [orphan]).fetchone()[0] == 0
+
+
+def test_folders_that_could_not_be_listed_are_not_taken_for_deleted(library: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    backup = tmp_path / "photos" / "backup"
+    shutil.copytree(library / "2020", backup)
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    real_scandir = os.scandir
+
+    def scandir(path):  # type: ignore[no-untyped-def]
+        if Path(path).name == "backup":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert catalog.db.execute("SELECT count(*) FROM files WHERE path LIKE '%/backup/%'").fetchone()[0] == 4

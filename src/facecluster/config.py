@@ -66,6 +66,10 @@ class PipelineConfig:
     prefetch_workers: int = 2  # threads hashing and decoding the next photos while the models run
     crop_format: str = "jpeg"  # stored aligned crops: "jpeg" or "png" (docs/clustering.md: effect measured)
     jpeg_quality: int = 95
+    # A photo whose file changed (tags or rating written into it, re-saved) keeps a face's id, name and
+    # corrections where the new face has the same box and its crop differs by at most this mean absolute
+    # pixel difference (0-255): re-encoding moves a few levels, another face at the same place tens.
+    same_face_max_diff: float = 12.0
 
 
 @dataclass(frozen=True)

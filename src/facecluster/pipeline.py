@@ -141,6 +141,9 @@ def read_path_list(stream: Iterable[str]) -> list[Path]:
     return [Path(line.rstrip("\r\n")) for line in stream if line.strip()]
 
 
+UNLISTABLE = "cannot list folder"  # the reason given for a folder that could not be read
+
+
 def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[FileFailure]]:
     """Walk folders (sorted, supported images only); files named explicitly are always tried.
 
@@ -156,7 +159,7 @@ def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[FileFailure]]:
     seen: set[Path] = set()
 
     def unreadable_folder(exc: OSError) -> None:
-        failures.append(FileFailure(printable_path(exc.filename or ""), f"cannot list folder: {exc.strerror}"))
+        failures.append(FileFailure(printable_path(exc.filename or ""), f"{UNLISTABLE}: {exc.strerror}"))
 
     for raw in paths:
         path = Path(os.path.abspath(Path(raw).expanduser()))
@@ -271,6 +274,14 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _crops_alike(a: bytes | None, b: bytes | None, max_diff: float) -> bool:
+    """Whether two stored crops show the same pixels, give or take re-encoding (mean |difference| <= max_diff)."""
+    if a is None or b is None:
+        return False
+    x, y = decode_crop(a).astype(np.int16), decode_crop(b).astype(np.int16)
+    return x.shape == y.shape and float(np.abs(x - y).mean()) <= max_diff
+
+
 @dataclass
 class _NewFace:
     box: tuple[float, float, float, float]  # full-size oriented pixels
@@ -280,13 +291,21 @@ class _NewFace:
 
 
 class _Writer:
-    """Writes one batch of prepared photos and their faces in the open transaction."""
+    """Writes one batch of prepared photos and their faces in the open transaction.
 
-    def __init__(self, catalog: Catalog, key: str, report: DetectReport, crop_format: str) -> None:
+    A path whose content changed leaves its old photo behind. That photo is only *noted* here
+    (``displaced``) and dealt with by ``finish`` at the end of the run: when files are swapped or a
+    numbered series is shifted by one, the old content turns up at another path later in the same run.
+    """
+
+    def __init__(self, catalog: Catalog, key: str, report: DetectReport, crop_format: str,
+                 same_face_max_diff: float = PipelineConfig.same_face_max_diff) -> None:
         self.conn = catalog.db.conn
         self.key = key
         self.report = report
         self.crop_format = crop_format
+        self.same_face_max_diff = same_face_max_diff
+        self.displaced: dict[int, int] = {}  # old photo id -> the photo now at the path it was seen at
 
     def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
         self.conn.execute(
@@ -300,35 +319,45 @@ class _Writer:
         row = self.conn.execute("SELECT id FROM photos WHERE hash = ?", [item.hash]).fetchone()
         return int(row[0]) if row else None
 
-    def _drop_replaced_photo(self, item: _Prepared, new_photo_id: int) -> None:
-        # The file at this path changed content: forget the old photo unless another path still has it.
+    def _previous_photo(self, item: _Prepared) -> int | None:
+        # The photo this path held when it was last seen.
         row = self.conn.execute("SELECT photo_id FROM files WHERE path = ?", [str(item.path)]).fetchone()
-        if row is None or row[0] is None or int(row[0]) == new_photo_id:
-            return
-        old = int(row[0])
-        others = self.conn.execute(
-            "SELECT count(*) FROM files WHERE photo_id = ? AND path != ?", [old, str(item.path)]
-        ).fetchone()[0]
-        if others == 0:
-            self.conn.execute("DELETE FROM photos WHERE id = ?", [old])
+        return int(row[0]) if row and row[0] is not None else None
+
+    def _note_displaced(self, item: _Prepared, new_photo_id: int) -> None:
+        old = self._previous_photo(item)
+        if old is not None and old != new_photo_id:
+            self.displaced[old] = new_photo_id
 
     def known(self, item: _Prepared) -> None:
         photo_id = self._photo_id(item)
-        assert photo_id is not None
-        self._drop_replaced_photo(item, photo_id)
+        if photo_id is None:  # another process removed it since this run started
+            item.error = "the catalog changed during the run: run the command again"
+            self.failed(item)
+            return
+        if self._previous_photo(item) == photo_id:
+            self.report.skipped += 1  # same content, only touched (new mtime): nothing to do
+        else:
+            self.report.moved += 1
+        self._note_displaced(item, photo_id)
         self.conn.execute("UPDATE photos SET path = ?, size = ?, mtime = ?, updated_at = ? WHERE id = ?",
                           [str(item.path), item.size, item.mtime, now(), photo_id])
         self.upsert_file(item, photo_id, None)
-        self.report.moved += 1
 
     def failed(self, item: _Prepared) -> None:
         error = (item.error or "unknown error").splitlines()[0]
         self.report.failed.append(FileFailure(str(item.path), error))
         if item.hash is None:
-            self.upsert_file(item, None, error)
+            self.upsert_file(item, self._previous_photo(item), error)
             return
         photo_id = self._photo_id(item)
         if photo_id is None:
+            previous = self._previous_photo(item)
+            if previous is not None:
+                # A photo that became unreadable (a half-synced or damaged file) keeps its faces and names:
+                # the path stays linked to it, marked with the error, and is read again next run.
+                self.upsert_file(item, previous, error)
+                return
             cursor = self.conn.execute(
                 "INSERT INTO photos (hash, path, size, mtime, status, error, added_at, updated_at) "
                 "VALUES (?, ?, ?, ?, 'error', ?, ?, ?)",
@@ -339,7 +368,7 @@ class _Writer:
             # Keep faces found earlier (a file that became unreadable must not lose its names).
             self.conn.execute("UPDATE photos SET path = ?, error = ?, updated_at = ? WHERE id = ?",
                               [str(item.path), error, now(), photo_id])
-        self._drop_replaced_photo(item, photo_id)
+        self._note_displaced(item, photo_id)
         self.upsert_file(item, photo_id, error)
 
     def detected(self, item: _Prepared, faces: list[_NewFace]) -> list[int]:
@@ -361,9 +390,87 @@ class _Writer:
                 "detector = ?, n_faces = ?, updated_at = ?, status = 'detected', error = NULL WHERE id = ?",
                 values + [photo_id],
             )
-        self._drop_replaced_photo(item, photo_id)
+        self._note_displaced(item, photo_id)
         self.upsert_file(item, photo_id, None)
         return self._store_faces(photo_id, faces)
+
+    def finish(self) -> bool:
+        """End of a completed run: forget photos no path holds any more; True if faces were deleted.
+
+        Where the content at a path changed, the faces of the photo it held that are still there (same
+        box, same pixels: a photo whose tags or rating were edited) carry their ids, names and corrections
+        over to the new photo; the rest go with the old photo.
+        """
+        deleted = False
+        for old, new in self.displaced.items():
+            if self.conn.execute("SELECT 1 FROM files WHERE photo_id = ? LIMIT 1", [old]).fetchone():
+                continue  # the old content is still at another path (swapped, shifted or copied files)
+            if self.conn.execute("SELECT 1 FROM photos WHERE id = ?", [new]).fetchone():
+                self._carry_faces(old, new)
+            deleted |= self._delete_photo(old)
+        # Photos left with no path by an interrupted run (their move was not finished) go too.
+        for (orphan,) in self.conn.execute(
+            "SELECT id FROM photos p WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.photo_id = p.id)"
+        ).fetchall():
+            deleted |= self._delete_photo(int(orphan))
+        return deleted
+
+    def _delete_photo(self, photo_id: int) -> bool:
+        faces = self.conn.execute("SELECT count(*) FROM faces WHERE photo_id = ?", [photo_id]).fetchone()[0]
+        self.conn.execute("DELETE FROM photos WHERE id = ?", [photo_id])
+        return faces > 0
+
+    def _carry_faces(self, old: int, new: int) -> None:
+        # A new face takes over an old face's row (id, person, cluster, rejections, ignore) when their boxes
+        # overlap and their stored crops look alike: the mean absolute pixel difference separates a
+        # re-saved or re-tagged photo (0 to a few levels) from another face at the same place (tens).
+        old_faces = self.conn.execute(
+            "SELECT id, x1, y1, x2, y2, crop FROM faces WHERE photo_id = ?", [old]).fetchall()
+        new_faces = self.conn.execute(
+            "SELECT id, x1, y1, x2, y2, crop, landmarks, probability, crop_format FROM faces WHERE photo_id = ?",
+            [new]).fetchall()
+        taken: set[int] = set()
+        for old_face in old_faces:
+            best, best_iou = None, 0.5
+            for new_face in new_faces:
+                if new_face[0] in taken:
+                    continue
+                overlap = _iou(old_face[1:5], new_face[1:5])
+                if overlap > best_iou and _crops_alike(old_face[5], new_face[5], self.same_face_max_diff):
+                    best, best_iou = new_face, overlap
+            if best is None:
+                continue
+            taken.add(best[0])
+            self.conn.execute("DELETE FROM embeddings WHERE face_id = ?", [old_face[0]])
+            self.conn.execute("UPDATE embeddings SET face_id = ? WHERE face_id = ?", [old_face[0], best[0]])
+            self.conn.execute("DELETE FROM faces WHERE id = ?", [best[0]])
+            self.conn.execute(
+                "UPDATE faces SET photo_id = ?, x1 = ?, y1 = ?, x2 = ?, y2 = ?, crop = ?, landmarks = ?, "
+                "probability = ?, crop_format = ? WHERE id = ?",
+                [new, *best[1:], old_face[0]],
+            )
+
+    def prune_vanished(self, roots: Sequence[Path], found: set[str]) -> None:
+        """Forget paths under the walked folders ``roots`` that are gone, where their photo has another path.
+
+        A photo's only path is kept even when it is gone (an unmounted disk must not lose names)."""
+        for root in roots:
+            prefix = str(root).rstrip(os.sep) + os.sep
+            # A range over the primary key: every path that starts with prefix ("/" + 1 == "0").
+            rows = self.conn.execute("SELECT path, photo_id FROM files WHERE path >= ? AND path < ?",
+                                     [prefix, prefix[:-1] + chr(ord(os.sep) + 1)]).fetchall()
+            for path, photo_id in rows:
+                if path in found:
+                    continue
+                if photo_id is not None:
+                    other = self.conn.execute(
+                        "SELECT path FROM files WHERE photo_id = ? AND path != ? ORDER BY error IS NOT NULL, "
+                        "seen_at DESC LIMIT 1", [photo_id, path]).fetchone()
+                    if other is None:
+                        continue
+                    self.conn.execute("UPDATE photos SET path = ? WHERE id = ? AND path = ?",
+                                      [other[0], photo_id, path])
+                self.conn.execute("DELETE FROM files WHERE path = ?", [path])
 
     def _store_faces(self, photo_id: int, faces: list[_NewFace]) -> list[int]:
         # Re-detection (--force, new settings) updates matching faces in place, so face ids, names and
@@ -429,10 +536,17 @@ def detect_paths(
         report = detect_paths(catalog, [Path("Pictures")], detector, force=False)
         report.failed  # [FileFailure(path=..., error=...)]
     """
+    paths = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
     files, failures = expand_paths(paths)
     report = DetectReport(files=len(files) + len(failures), failed=list(failures))
     key = detector_key(config, crop_config)
     conn = catalog.db.conn
+    writer = _Writer(catalog, key, report, pipeline.crop_format, pipeline.same_face_max_diff)
+    # Folders walked in full: a path under one of them that was not found is gone. (Not a folder with a
+    # sub-folder that could not be listed: what is in it is unknown.)
+    unlisted = [f.path for f in failures if f.error.startswith(UNLISTABLE)]
+    walked = [root for root in paths if root.is_dir()
+              and not any(p == str(root) or p.startswith(str(root).rstrip(os.sep) + os.sep) for p in unlisted)]
     crop_fn = crop
     # A factory is called only when a photo needs detection.
     model: DetectorLike | None = detector if hasattr(detector, "detect") else None  # type: ignore[assignment]
@@ -460,13 +574,15 @@ def detect_paths(
                     continue
         todo.append(path)
     progress("detect", report.skipped, len(files))
+    if walked:
+        with catalog.transaction():
+            writer.prune_vanished(walked, {str(path) for path in files})
     if not todo:
         return report
 
     known = frozenset(
         row[0] for row in conn.execute("SELECT hash FROM photos WHERE status = 'detected' AND detector = ?", [key])
     )
-    writer = _Writer(catalog, key, report, pipeline.crop_format)
     if embedder is not None:
         catalog.ensure_model(embedder.model_id, embedder.dim, path=_str_or_none(getattr(embedder, "path", None)))
 
@@ -501,15 +617,15 @@ def detect_paths(
         loaded = [item for item in items if item.image is not None]
         with catalog.transaction():  # a batch's photos, faces and vectors land together
             face_ids: list[int] = []
-            for item in items:
-                if item.error is not None:
-                    writer.failed(item)
-                elif item.known:
-                    writer.known(item)
             for item, faces in zip(loaded, per_photo):
                 face_ids.extend(writer.detected(item, faces))
                 report.detected += 1
                 report.faces += len(faces)
+            for item in items:  # after the detected ones: a copy of a photo of this batch needs its row
+                if item.error is not None:
+                    writer.failed(item)
+                elif item.known:
+                    writer.known(item)
             if vectors is not None and embedder is not None:
                 _insert_embeddings(conn, embedder, face_ids, vectors)
                 report.embedded += len(face_ids)
@@ -547,8 +663,14 @@ def detect_paths(
         items, future = in_flight.popleft()
         write(items, future.result())  # a worker's exception (or Ctrl-C while waiting) is raised here
 
+    hashes_this_run: set[str] = set()
     try:
         for item in _prefetched(todo, known, config.max_side, force, pipeline.prefetch_workers):
+            if item.image is not None and item.hash is not None:
+                if item.hash in hashes_this_run:
+                    # A copy (or link) of a photo met earlier in this run: detected once, linked here.
+                    item.image, item.known = None, True
+                hashes_this_run.add(item.hash)
             batch.append(item)
             images = [b.image.pixels for b in batch if b.image is not None]
             if (len(images) >= pipeline.batch_size or len(batch) >= 4 * pipeline.batch_size
@@ -558,6 +680,11 @@ def detect_paths(
             submit()
         while in_flight:
             write_next()
+        with catalog.transaction() as conn:
+            if writer.finish():
+                from facecluster.people import _update_sizes
+
+                _update_sizes(conn)  # clusters that lost faces with their photos show the right counts
     finally:
         # On Ctrl-C or an error: drop batches not started; those running finish but are not written.
         if pool is not None:
