@@ -53,15 +53,17 @@ OWNED_DIRS = ("groups", "photos", "thumbs", "previews")
 class LabelCommands:
     """The shell commands shown beside clusters and faces, ready to copy (``facecluster label`` shapes).
 
-    ``prefix`` is how the user runs facecluster, e.g. ``facecluster --db photos.db``::
+    ``prefix`` is how the user runs facecluster, e.g. ``facecluster --db photos.db``. Positional
+    arguments follow ``--``, so a name such as ``-T-`` is not read as an option (option values need no
+    such guard: Click takes the next words whatever they start with)::
 
-        LabelCommands().name_cluster(12, "Ada Lovelace")  # "facecluster label 12 'Ada Lovelace'"
+        LabelCommands().name_cluster(12, "Ada Lovelace")  # "facecluster label -- 12 'Ada Lovelace'"
     """
 
     prefix: str = "facecluster"
 
     def name_cluster(self, cluster_id: int | str, name: str = "NAME") -> str:
-        return f"{self.prefix} label {cluster_id} {_q(name)}"
+        return f"{self.prefix} label -- {cluster_id} {_q(name)}"
 
     def ignore_cluster(self, cluster_id: int) -> str:
         return f"{self.prefix} label --ignore-cluster {cluster_id}"
@@ -82,7 +84,7 @@ class LabelCommands:
         return f"{self.prefix} label --ignore-face {face_id}"
 
     def forget(self, name: str) -> str:
-        return f"{self.prefix} forget {_q(name)}"
+        return f"{self.prefix} forget -- {_q(name)}"
 
 
 def _q(text: str) -> str:
