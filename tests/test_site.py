@@ -573,3 +573,24 @@ def test_every_command_on_the_site_runs_for_names_starting_with_a_dash(library: 
         owner = catalog.db.execute("SELECT person_id FROM clusters WHERE id = ?", [library.clusters["D"]]).fetchone()
     assert "-A-" not in names and "-T-" in names
     assert owner[0] == library.people["Zoë Ñúñez"]
+
+
+def test_counts_on_the_pages_agree_in_number(library: Library, tmp_path: Path) -> None:
+    """One person, one unnamed cluster, one face: no '1 people', '1 unnamed clusters', '1 faces'."""
+    with Catalog.open(library.db) as catalog:
+        conn = catalog.db.conn
+        keep_face = library.faces["D"][0]
+        conn.execute("DELETE FROM embeddings WHERE face_id != ?", [keep_face])
+        conn.execute("DELETE FROM faces WHERE id != ?", [keep_face])
+        conn.execute("DELETE FROM clusters WHERE id != ?", [library.clusters["D"]])
+        conn.execute("DELETE FROM people WHERE id != ?", [library.people["AC/DC"]])
+        conn.commit()
+        build_site(catalog, tmp_path / "one")
+        conn.execute("UPDATE faces SET person_id = ?", [library.people["AC/DC"]])
+        conn.commit()
+        build_site(catalog, tmp_path / "person")
+    index = (tmp_path / "one/index.html").read_text()
+    assert "0 people, 1 unnamed cluster, 1 face " in index
+    assert '<div class="muted">1 face</div>' in index
+    assert "1 face, most typical first" in (tmp_path / f"one/groups/cluster-{library.clusters['D']}.html").read_text()
+    assert "1 person, 0 unnamed clusters, 1 face " in (tmp_path / "person/index.html").read_text()

@@ -38,6 +38,7 @@ from facecluster.config import SiteConfig
 from facecluster.errors import CatalogError, DataError, ImageError
 from facecluster.export import current_photo_path
 from facecluster.images import exif_orientation, load_image
+from facecluster.output import counted
 from facecluster.privacy import private_dir, write_private_bytes, write_private_text
 from facecluster.reporting import ProgressFn, null_progress
 
@@ -450,7 +451,8 @@ def render_index(groups: Sequence[Group], failed: set[int], config: SiteConfig, 
     for number, chunk in enumerate(chunks, 1):
         body = [
             "<h1>Faces by person</h1>",
-            f'<p class="muted">{n_people} people, {n_clusters} unnamed clusters, {n_faces} faces '
+            f'<p class="muted">{counted(n_people, "person", "people")}, {counted(n_clusters, "unnamed cluster")}, '
+            f"{counted(n_faces, 'face')} "
             f"&middot; catalog {_e(catalog_name)} &middot; biometric data: keep this folder private.</p>",
             _pager(links, number, ""),
         ]
@@ -468,7 +470,7 @@ def render_index(groups: Sequence[Group], failed: set[int], config: SiteConfig, 
                 f'<div class="card" id="{_e(group.slug)}"><a href="{_e(group.page(1))}">'
                 f"{_thumb_img(rep, failed, '', config.thumb_size)}</a>"
                 f'<div class="title"><a href="{_e(group.page(1))}">{_e(group.title)}</a></div>'
-                f'<div class="muted">{count} face{"s" if count != 1 else ""}</div></div>'
+                f'<div class="muted">{counted(count, "face")}</div></div>'
             )
         if kind is not None:
             body.append("</div>")
@@ -529,7 +531,7 @@ def render_sheets(group: Group, failed: set[int], config: SiteConfig, commands: 
         body = (
             f'<p class="crumbs"><a href="../index.html">All people</a> &rsaquo; {_e(group.title)}</p>'
             f"<h1>{_e(group.title)}</h1>"
-            f'<p class="muted">{count} face{"s" if count != 1 else ""}, most typical first'
+            f'<p class="muted">{counted(count, "face")}, most typical first'
             f"{'' if group.kind != 'cluster' else f' &middot; cluster id {group.id}'}"
             f"{'' if group.kind != 'person' else f' &middot; person id {group.id}'}</p>"
             f"{_group_commands(group, commands)}"
