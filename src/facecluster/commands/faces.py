@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from facecluster.commands.common import db_path, quiet_option
+from facecluster.commands.common import CATALOG_ID, db_path, quiet_option
 
 
 @click.command()
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row instead of JSON lines.")
 @click.option("--person", metavar="NAME", help="Only faces of this person.")
-@click.option("--cluster", type=int, metavar="ID", help="Only faces of this cluster.")
+@click.option("--cluster", type=CATALOG_ID, metavar="ID", help="Only faces of this cluster.")
 @click.option("--all", "include_ignored", is_flag=True, help="Include ignored faces.")
 @quiet_option
 @click.pass_context
