@@ -366,3 +366,14 @@ def test_ids_that_are_not_catalog_ids_are_usage_errors(tmp_path: Path, args: lis
 def test_the_largest_id_is_accepted(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "catalog.db"), "label", "--reject", str(2**63 - 1)])
     assert result.exit_code == 1 and "no face 9223372036854775807" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", [[], ["--csv"]])
+def test_faces_of_an_unknown_cluster_is_an_error_like_an_unknown_person(tmp_path: Path, fmt: list[str]) -> None:
+    db = ["--db", str(tmp_path / "catalog.db")]
+    for option, value in (("--cluster", "99"), ("--person", "Nobody")):
+        result = CliRunner().invoke(cli, [*db, "faces", option, value, *fmt])
+        assert result.exit_code == 1, (option, result.output)
+        assert result.stdout == ""  # not even a CSV header
+        assert result.stderr.startswith("Error: no ") and result.stderr.count("\n") == 1
+    assert "no cluster 99" in CliRunner().invoke(cli, [*db, "faces", "--cluster", "99"]).stderr
