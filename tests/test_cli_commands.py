@@ -377,3 +377,12 @@ def test_faces_of_an_unknown_cluster_is_an_error_like_an_unknown_person(tmp_path
         assert result.stdout == ""  # not even a CSV header
         assert result.stderr.startswith("Error: no ") and result.stderr.count("\n") == 1
     assert "no cluster 99" in CliRunner().invoke(cli, [*db, "faces", "--cluster", "99"]).stderr
+
+
+def test_faces_json_is_the_explicit_default_and_excludes_csv(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    default = run(env, "faces")
+    explicit = run(env, "faces", "--json")
+    assert explicit.exit_code == 0 and explicit.stdout == default.stdout and len(jsonl(explicit.stdout)) == N_FACES
+    both = run(env, "faces", "--json", "--csv")
+    assert both.exit_code == 2 and both.stdout == "" and "--json" in both.stderr and "--csv" in both.stderr
