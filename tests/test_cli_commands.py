@@ -338,3 +338,51 @@ def test_a_finished_rerun_never_loads_the_embedding_network(env: dict, tmp_path:
     out = json.loads(again.stdout)
     assert out["detect"]["skipped"] == len(LIBRARY) and out["embed"]["embedded"] == 0
     assert out["cluster"]["faces"] == N_FACES
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["label", "99999999999999999999", "X"],
+        ["label", "²", "X"],
+        ["label", "0", "X"],
+        ["label", "--move", "99999999999999999999", "X"],
+        ["label", "--move", "٣", "X"],  # an Arabic-Indic digit: int() takes it, an id does not
+        ["label", "--reject", "99999999999999999999"],
+        ["label", "--ignore-face", "-1"],
+        ["label", "--ignore-cluster", "9223372036854775808"],
+        ["label", "--unignore-face", " 7"],
+        ["label", "--unignore-cluster", "1e3"],
+        ["faces", "--cluster", "99999999999999999999"],
+        ["faces", "--cluster", "0"],
+    ],
+)
+def test_ids_that_are_not_catalog_ids_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "catalog.db"), *args])
+    assert result.exit_code == 2, result.output
+    assert "is not an id" in result.stderr and "unexpected" not in result.stderr
+
+
+def test_the_largest_id_is_accepted(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", str(tmp_path / "catalog.db"), "label", "--reject", str(2**63 - 1)])
+    assert result.exit_code == 1 and "no face 9223372036854775807" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", [[], ["--csv"]])
+def test_faces_of_an_unknown_cluster_is_an_error_like_an_unknown_person(tmp_path: Path, fmt: list[str]) -> None:
+    db = ["--db", str(tmp_path / "catalog.db")]
+    for option, value in (("--cluster", "99"), ("--person", "Nobody")):
+        result = CliRunner().invoke(cli, [*db, "faces", option, value, *fmt])
+        assert result.exit_code == 1, (option, result.output)
+        assert result.stdout == ""  # not even a CSV header
+        assert result.stderr.startswith("Error: no ") and result.stderr.count("\n") == 1
+    assert "no cluster 99" in CliRunner().invoke(cli, [*db, "faces", "--cluster", "99"]).stderr
+
+
+def test_faces_json_is_the_explicit_default_and_excludes_csv(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    default = run(env, "faces")
+    explicit = run(env, "faces", "--json")
+    assert explicit.exit_code == 0 and explicit.stdout == default.stdout and len(jsonl(explicit.stdout)) == N_FACES
+    both = run(env, "faces", "--json", "--csv")
+    assert both.exit_code == 2 and both.stdout == "" and "--json" in both.stderr and "--csv" in both.stderr

@@ -15,7 +15,7 @@ from test_site import Library, make_library
 
 from facecluster.catalog import Catalog
 from facecluster.cli import cli
-from facecluster.errors import EXIT_PARTIAL, CatalogError
+from facecluster.errors import EXIT_PARTIAL, CatalogError, DataError
 from facecluster.export import export_people, safe_name
 
 
@@ -197,3 +197,46 @@ def test_rerun_after_forget_removes_the_forgotten_persons_folder(library: Librar
     assert summary.removed == 4 and not (out / "Ada Lovelace").exists()
     assert "Ada Lovelace" not in (out / "people.jsonl").read_text()
     assert "Ada Lovelace" not in (out / ".facecluster-export.json").read_text()
+
+
+def test_a_data_file_the_user_put_there_is_never_overwritten(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "people.csv").write_text("mine")
+    (out / "faces.jsonl").write_text("mine too")  # the other format's name: simply left alone
+    with Catalog.open(library.db) as catalog, pytest.raises(DataError, match="people.csv .*not written by"):
+        export_people(catalog, out, fmt="csv")
+    assert (out / "people.csv").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["faces.jsonl", "people.csv"]  # refused before any work
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "export", "--out", str(out), "--format", "csv"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    (out / "people.csv").unlink()
+    with Catalog.open(library.db) as catalog:
+        export_people(catalog, out, fmt="csv", person="AC/DC")
+        with pytest.raises(DataError, match="faces.jsonl .*not written by"):
+            export_people(catalog, out, fmt="jsonl", person="AC/DC")
+    assert (out / "faces.jsonl").read_text() == "mine too"
+
+
+def test_switching_format_removes_the_data_files_of_the_other(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    names = lambda: sorted(p.name for p in out.iterdir() if p.is_file())  # noqa: E731
+    with Catalog.open(library.db) as catalog:
+        export_people(catalog, out)
+        (out / "notes.csv").write_text("mine")
+        csv_run = export_people(catalog, out, fmt="csv")
+        assert names() == [".facecluster-export.json", "faces.csv", "notes.csv", "people.csv", "photos.csv"]
+        assert csv_run.removed == 3 and csv_run.unchanged == 8
+        export_people(catalog, out, fmt="jsonl")
+        assert names() == [".facecluster-export.json", "faces.jsonl", "notes.csv", "people.jsonl", "photos.jsonl"]
+
+
+def test_an_export_made_before_data_files_were_listed_is_updated(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    with Catalog.open(library.db) as catalog:
+        export_people(catalog, out)
+        manifest = out / ".facecluster-export.json"
+        entries = json.loads(manifest.read_text())["entries"]
+        manifest.write_text(json.dumps({"entries": entries}))  # as earlier versions wrote it
+        again = export_people(catalog, out)
+    assert again.unchanged == 8 and "data" in json.loads(manifest.read_text())

@@ -404,7 +404,7 @@ def test_show_command_json_and_db_prefix(library: Library, tmp_path: Path) -> No
 
 def test_label_commands_quote_names() -> None:
     commands = LabelCommands()
-    assert commands.name_cluster(3, "Ada Lovelace") == "facecluster label 3 'Ada Lovelace'"
+    assert commands.name_cluster(3, "Ada Lovelace") == "facecluster label -- 3 'Ada Lovelace'"
     assert commands.move(7, "O'Brien") == "facecluster label --move 7 'O'\"'\"'Brien'"
     assert commands.ignore_face(9) == "facecluster label --ignore-face 9"
 
@@ -433,10 +433,10 @@ def test_person_page_shows_the_label_commands(library: Library, tmp_path: Path) 
         build_site(catalog, tmp_path / "site")
     page = (tmp_path / f"site/groups/person-{library.people['Zoë Ñúñez']}.html").read_text()
     for text in (
-        "label CLUSTER 'Zoë Ñúñez'",
+        "label -- CLUSTER 'Zoë Ñúñez'",
         "label --rename 'Zoë Ñúñez' NEW",
         "label --merge 'Zoë Ñúñez' OTHER",
-        "forget 'Zoë Ñúñez'",
+        "forget -- 'Zoë Ñúñez'",
         f"label --reject {library.faces['B'][0]}",
     ):
         assert html.escape(f"facecluster {text}") in page, text
@@ -522,8 +522,75 @@ def test_commands_shown_on_the_site_run(library: Library, tmp_path: Path) -> Non
     run(pick("person", "label --reject"))
     run(pick("person", "label --rename"), NEW="Zoë N.")
     run(pick("person", "label --merge").replace("'Zoë Ñúñez'", "'Zoë N.'"), OTHER="Grace Hopper")
-    run(pick("cluster", f"label {cid} "), NAME="Grace Hopper")
+    run(pick("cluster", f"label -- {cid} "), NAME="Grace Hopper")
     run(pick("cluster", "label --ignore-cluster"))
     with Catalog.open(library.db) as catalog:
         names = {r[0] for r in catalog.db.execute("SELECT name FROM people")}
     assert "Grace Hopper" in names and "Zoë Ñúñez" not in names
+
+
+def test_every_command_on_the_site_runs_for_names_starting_with_a_dash(library: Library, tmp_path: Path) -> None:
+    """A name like ``-T-`` must not be read as an option: each command of every page, placeholders filled
+    with more such names, runs (each against the same starting catalog)."""
+    import shlex
+    import shutil
+
+    runner = CliRunner()
+    db = ["--db", str(library.db)]
+    for old, new in (("Zoë Ñúñez", "-T-"), ("AC/DC", "-A-")):
+        assert runner.invoke(cli, [*db, "label", "--rename", old, new, "-q"]).exit_code == 0
+    out = tmp_path / "site"
+    assert runner.invoke(cli, [*db, "show", "--out", str(out), "-q"]).exit_code == 0
+    commands = {
+        html.unescape(c)
+        for page in out.rglob("*.html")
+        for c in re.findall(r'<code class="cmd">(.*?)</code>', page.read_text(encoding="utf-8"))
+    }
+    fill = {"NAME": "-N-", "NEW": "-New-", "CLUSTER": str(library.clusters["D"]),
+            "FACE": str(library.faces["C"][0])}
+    saved = tmp_path / "saved.db"
+    shutil.copy(library.db, saved)
+    kinds = set()
+    for command in sorted(commands):
+        words = shlex.split(command)
+        other = {"OTHER": "-T-" if "-A-" in words else "-A-"}  # merge into someone else
+        args = [{**fill, **other}.get(arg, arg) for arg in words]
+        assert args[:3] == ["facecluster", *db]
+        shutil.copy(saved, library.db)
+        result = runner.invoke(cli, args[1:], input="y\n")
+        assert result.exit_code == 0, (command, result.output)
+        kinds.add(" ".join(a for a in args[3:5] if a.startswith("-") or a.isalpha()))
+    assert {"label --rename", "label --merge", "label --move", "label --reject", "label --ignore-face",
+            "label --ignore-cluster", "label --", "forget --"} <= kinds
+    # Exit 0 is not enough: naming a cluster and forgetting a person by such a name do what they say.
+    shutil.copy(saved, library.db)
+    name_cmd = next(c for c in commands if " label -- CLUSTER -T-" in c)
+    assert runner.invoke(cli, [fill.get(a, a) for a in shlex.split(name_cmd)][1:]).exit_code == 0
+    forget_cmd = next(c for c in commands if " forget -- " in c and "-A-" in c)
+    assert runner.invoke(cli, shlex.split(forget_cmd)[1:], input="y\n").exit_code == 0
+    with Catalog.open(library.db) as catalog:
+        names = {r[0] for r in catalog.db.execute("SELECT name FROM people")}
+        owner = catalog.db.execute("SELECT person_id FROM clusters WHERE id = ?", [library.clusters["D"]]).fetchone()
+    assert "-A-" not in names and "-T-" in names
+    assert owner[0] == library.people["Zoë Ñúñez"]
+
+
+def test_counts_on_the_pages_agree_in_number(library: Library, tmp_path: Path) -> None:
+    """One person, one unnamed cluster, one face: no '1 people', '1 unnamed clusters', '1 faces'."""
+    with Catalog.open(library.db) as catalog:
+        conn = catalog.db.conn
+        keep_face = library.faces["D"][0]
+        conn.execute("DELETE FROM embeddings WHERE face_id != ?", [keep_face])
+        conn.execute("DELETE FROM faces WHERE id != ?", [keep_face])
+        conn.execute("DELETE FROM clusters WHERE id != ?", [library.clusters["D"]])
+        conn.execute("DELETE FROM people WHERE id != ?", [library.people["AC/DC"]])
+        conn.commit()
+        build_site(catalog, tmp_path / "one")
+        conn.execute("UPDATE faces SET person_id = ?", [library.people["AC/DC"]])
+        conn.commit()
+        build_site(catalog, tmp_path / "person")
+    index = (tmp_path / "one/index.html").read_text()
+    assert "0 people, 1 unnamed cluster, 1 face " in index
+    assert '<div class="muted">1 face</div>' in index
+    assert "1 face, most typical first" in (tmp_path / f"one/groups/cluster-{library.clusters['D']}.html").read_text()
+    assert "1 person, 0 unnamed clusters, 1 face " in (tmp_path / "person/index.html").read_text()

@@ -7,7 +7,8 @@ Layout of the output folder::
     .facecluster-export.json                                         what earlier runs created
 
 Only files this module created (listed in the manifest) are ever replaced or removed, so re-runs are
-idempotent and never touch a file the user put there. Usage::
+idempotent and never touch a file the user put there: a photo link takes another name, and a data
+file name held by the user's own file is an error. Usage::
 
     summary = export_people(catalog, Path("by-person"), mode="symlink")
     summary.missing   # photos whose file is gone: reported, never linked
@@ -35,6 +36,7 @@ from facecluster.reporting import ProgressFn, null_progress
 MANIFEST = ".facecluster-export.json"
 MODES = ("symlink", "copy")
 FORMATS = ("jsonl", "csv")
+DATA_STEMS = ("people", "photos", "faces")
 _MAX_NAME_BYTES = 200  # below the usual 255-byte limit, leaving room for a collision suffix
 
 #: The person a face belongs to: its own label, else its cluster's (unless the user rejected it there).
@@ -119,15 +121,27 @@ def _unique(base: str, suffix: str, extra: str, taken: set[str]) -> str:
         n += 1
 
 
-def _load_manifest(out: Path) -> dict[str, str]:
+def _load_manifest(out: Path) -> tuple[dict[str, str], set[str] | None]:
+    """The photo links (path -> source) and data files earlier runs wrote; ``None`` for data files when
+    the manifest predates their listing."""
     path = out / MANIFEST
     if not path.exists():
-        return {}
+        return {}, set()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(k): str(v) for k, v in data.get("entries", {}).items()}
-    except (OSError, ValueError, AttributeError) as exc:
+        entries = {str(k): str(v) for k, v in data.get("entries", {}).items()}
+        files = data.get("data")
+        # Only names export writes: a hand-edited manifest cannot make a re-run delete other files.
+        own = {f"{stem}.{fmt}" for stem in DATA_STEMS for fmt in FORMATS}
+        return entries, (None if files is None else {str(name) for name in files} & own)
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise DataError(f"export manifest {path} is unreadable ({exc}); delete it or choose another --out") from exc
+
+
+def _save_manifest(out: Path, entries: dict[str, str], data: set[str]) -> None:
+    write_private_text(
+        out / MANIFEST, json.dumps({"entries": entries, "data": sorted(data)}, ensure_ascii=False, indent=0)
+    )
 
 
 def _people(conn: sqlite3.Connection, person: str | None) -> list[tuple[int, str]]:
@@ -204,8 +218,15 @@ def export_people(
         raise DataError(f"{out} is a file; give a folder for the export, e.g. --out by-person")
     conn = catalog.db.conn
     people = _people(conn, person)
+    old, old_data = _load_manifest(out)
+    data_names = {f"{stem}.{fmt}" for stem in DATA_STEMS}
+    for name in sorted(data_names):
+        target = out / name
+        # Before any work: a user's file never gets overwritten. A manifest from before data files were
+        # listed (old_data None) wrote these very names on every run, so they are taken as its own.
+        if (target.is_symlink() or target.exists()) and old_data is not None and name not in old_data:
+            raise DataError(f"{target} was not written by facecluster export; move it away or choose another --out")
     private_dir(out)
-    old = _load_manifest(out)
     summary = ExportSummary(out=out, mode=mode, format=fmt, people=len(people))
 
     faces = _faces(conn)
@@ -300,7 +321,8 @@ def export_people(
                 pass
         else:
             kept[rel] = old_source
-    write_private_text(out / MANIFEST, json.dumps({"entries": {**kept, **entries}}, ensure_ascii=False, indent=0))
+    # Data files are listed before they are written, so an interrupted run still knows them as its own.
+    _save_manifest(out, {**kept, **entries}, (old_data or set()) | data_names)
 
     # Data files for other tools. With --person they hold only that person's faces and photos.
     if person is not None:
@@ -336,4 +358,11 @@ def export_people(
         path = out / f"{stem}.{fmt}"
         write_private_text(path, _serialise(records, fmt))
         summary.files.append(str(path))
+    # The other format's files from an earlier run would be out of date: remove them.
+    for name in sorted((old_data or set()) - data_names):
+        target = out / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+            summary.removed += 1
+    _save_manifest(out, {**kept, **entries}, data_names)
     return summary

@@ -641,7 +641,8 @@ def iter_faces(
 ) -> Iterator[dict[str, Any]]:
     """One record per face: id, photo path, box, detection probability, cluster id, person name.
 
-    ``person`` is found as :func:`find_person` finds it; a name nobody has is an error, not an empty list."""
+    ``person`` is found as :func:`find_person` finds it; a name nobody has, like a cluster id no cluster
+    has, is an error, not an empty list."""
     where = []
     args: list[Any] = []
     if not include_ignored:
@@ -652,7 +653,7 @@ def iter_faces(
         args.append(find_person(catalog.db.conn, person)[0])
     if cluster is not None:
         where.append("f.cluster_id = ?")
-        args.append(cluster)
+        args.append(_cluster_row(catalog.db.conn, cluster)[0])  # checked now, like the person
     sql = (
         "SELECT f.id, ph.path, f.x1, f.y1, f.x2, f.y2, f.probability, f.cluster_id, pe.name, f.ignored "
         "FROM faces f JOIN photos ph ON ph.id = f.photo_id LEFT JOIN people pe ON pe.id = f.person_id"

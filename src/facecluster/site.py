@@ -38,6 +38,7 @@ from facecluster.config import SiteConfig
 from facecluster.errors import CatalogError, DataError, ImageError
 from facecluster.export import current_photo_path
 from facecluster.images import exif_orientation, load_image
+from facecluster.output import counted
 from facecluster.privacy import private_dir, write_private_bytes, write_private_text
 from facecluster.reporting import ProgressFn, null_progress
 
@@ -53,15 +54,17 @@ OWNED_DIRS = ("groups", "photos", "thumbs", "previews")
 class LabelCommands:
     """The shell commands shown beside clusters and faces, ready to copy (``facecluster label`` shapes).
 
-    ``prefix`` is how the user runs facecluster, e.g. ``facecluster --db photos.db``::
+    ``prefix`` is how the user runs facecluster, e.g. ``facecluster --db photos.db``. Positional
+    arguments follow ``--``, so a name such as ``-T-`` is not read as an option (option values need no
+    such guard: Click takes the next words whatever they start with)::
 
-        LabelCommands().name_cluster(12, "Ada Lovelace")  # "facecluster label 12 'Ada Lovelace'"
+        LabelCommands().name_cluster(12, "Ada Lovelace")  # "facecluster label -- 12 'Ada Lovelace'"
     """
 
     prefix: str = "facecluster"
 
     def name_cluster(self, cluster_id: int | str, name: str = "NAME") -> str:
-        return f"{self.prefix} label {cluster_id} {_q(name)}"
+        return f"{self.prefix} label -- {cluster_id} {_q(name)}"
 
     def ignore_cluster(self, cluster_id: int) -> str:
         return f"{self.prefix} label --ignore-cluster {cluster_id}"
@@ -82,7 +85,7 @@ class LabelCommands:
         return f"{self.prefix} label --ignore-face {face_id}"
 
     def forget(self, name: str) -> str:
-        return f"{self.prefix} forget {_q(name)}"
+        return f"{self.prefix} forget -- {_q(name)}"
 
 
 def _q(text: str) -> str:
@@ -448,7 +451,8 @@ def render_index(groups: Sequence[Group], failed: set[int], config: SiteConfig, 
     for number, chunk in enumerate(chunks, 1):
         body = [
             "<h1>Faces by person</h1>",
-            f'<p class="muted">{n_people} people, {n_clusters} unnamed clusters, {n_faces} faces '
+            f'<p class="muted">{counted(n_people, "person", "people")}, {counted(n_clusters, "unnamed cluster")}, '
+            f"{counted(n_faces, 'face')} "
             f"&middot; catalog {_e(catalog_name)} &middot; biometric data: keep this folder private.</p>",
             _pager(links, number, ""),
         ]
@@ -466,7 +470,7 @@ def render_index(groups: Sequence[Group], failed: set[int], config: SiteConfig, 
                 f'<div class="card" id="{_e(group.slug)}"><a href="{_e(group.page(1))}">'
                 f"{_thumb_img(rep, failed, '', config.thumb_size)}</a>"
                 f'<div class="title"><a href="{_e(group.page(1))}">{_e(group.title)}</a></div>'
-                f'<div class="muted">{count} face{"s" if count != 1 else ""}</div></div>'
+                f'<div class="muted">{counted(count, "face")}</div></div>'
             )
         if kind is not None:
             body.append("</div>")
@@ -527,7 +531,7 @@ def render_sheets(group: Group, failed: set[int], config: SiteConfig, commands: 
         body = (
             f'<p class="crumbs"><a href="../index.html">All people</a> &rsaquo; {_e(group.title)}</p>'
             f"<h1>{_e(group.title)}</h1>"
-            f'<p class="muted">{count} face{"s" if count != 1 else ""}, most typical first'
+            f'<p class="muted">{counted(count, "face")}, most typical first'
             f"{'' if group.kind != 'cluster' else f' &middot; cluster id {group.id}'}"
             f"{'' if group.kind != 'person' else f' &middot; person id {group.id}'}</p>"
             f"{_group_commands(group, commands)}"

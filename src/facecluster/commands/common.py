@@ -69,3 +69,34 @@ def read_image(path: Path) -> Any:
     from facecluster.images import load_image
 
     return load_image(path, max_side=DetectConfig().max_side).pixels
+
+
+# --------------------------------------------------------------------------------------------- catalog ids
+
+#: The largest id SQLite can store (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+
+
+class CatalogId(click.ParamType):
+    """A face or cluster id: ASCII digits only, 1 to ``MAX_ID``; anything else is a usage error (exit 2).
+
+    Plain ``int`` would take ``²``-like digits and numbers SQLite cannot bind (an ``OverflowError``)::
+
+        @click.option("--cluster", type=CATALOG_ID, metavar="ID")
+    """
+
+    name = "id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.isascii() and value.isdigit():
+            number = int(value)
+        else:
+            self.fail(f"{value!r} is not an id: ids are whole numbers from 1 to {MAX_ID}", param, ctx)
+        if not 1 <= number <= MAX_ID:
+            self.fail(f"{value!r} is not an id: ids are whole numbers from 1 to {MAX_ID}", param, ctx)
+        return number
+
+
+CATALOG_ID = CatalogId()

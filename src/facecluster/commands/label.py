@@ -6,19 +6,19 @@ from typing import Any
 
 import click
 
-from facecluster.commands.common import db_path, json_option, quiet_option
+from facecluster.commands.common import CATALOG_ID, db_path, json_option, quiet_option
 
 
 @click.command()
 @click.argument("cluster_and_name", nargs=-1, metavar="[CLUSTER NAME]")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
 @click.option("--merge", nargs=2, metavar="A B", help="Merge person A into person B (A's faces become B's).")
-@click.option("--move", nargs=2, type=(int, str), metavar="FACE NAME", help="Move one face to a person (created if new).")
-@click.option("--reject", "reject", type=int, metavar="FACE", help="Not this person: take the face out of its person for good.")
-@click.option("--ignore-face", type=int, metavar="FACE", help="Mark a face ignored / not a face.")
-@click.option("--ignore-cluster", type=int, metavar="CLUSTER", help="Mark a whole cluster ignored / not faces.")
-@click.option("--unignore-face", type=int, metavar="FACE", help="Undo --ignore-face.")
-@click.option("--unignore-cluster", type=int, metavar="CLUSTER", help="Undo --ignore-cluster.")
+@click.option("--move", nargs=2, type=(CATALOG_ID, str), metavar="FACE NAME", help="Move one face to a person (created if new).")
+@click.option("--reject", "reject", type=CATALOG_ID, metavar="FACE", help="Not this person: take the face out of its person for good.")
+@click.option("--ignore-face", type=CATALOG_ID, metavar="FACE", help="Mark a face ignored / not a face.")
+@click.option("--ignore-cluster", type=CATALOG_ID, metavar="CLUSTER", help="Mark a whole cluster ignored / not faces.")
+@click.option("--unignore-face", type=CATALOG_ID, metavar="FACE", help="Undo --ignore-face.")
+@click.option("--unignore-cluster", type=CATALOG_ID, metavar="CLUSTER", help="Undo --ignore-cluster.")
 @quiet_option
 @json_option
 @click.pass_context
@@ -68,11 +68,15 @@ def command(
     if action == "name":
         if len(cluster_and_name) != 2 or not cluster_and_name[0].isdigit():
             raise click.UsageError('name a cluster with: facecluster label CLUSTER NAME (e.g. label 3 "Ada")')
+        try:  # CLUSTER shares nargs=-1 with NAME, so its type is applied here
+            cluster_id = CATALOG_ID.convert(cluster_and_name[0], None, ctx)
+        except click.BadParameter as exc:
+            raise click.BadParameter(exc.message, ctx=ctx, param_hint="'CLUSTER'") from None
     with Catalog.open(db_path(ctx)) as catalog:
         with catalog.run("label", {"action": action, "value": actions[action]}) as run:
             result: dict[str, Any]
             if action == "name":
-                result = people.name_cluster(catalog, int(cluster_and_name[0]), cluster_and_name[1])
+                result = people.name_cluster(catalog, cluster_id, cluster_and_name[1])
                 message = f"cluster {result['cluster']} is {result['person']} ({result['faces']} faces)"
             elif action == "rename":
                 result = people.rename_person(catalog, *rename)  # type: ignore[misc]
