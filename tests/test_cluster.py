@@ -253,6 +253,22 @@ def test_every_method_keeps_must_link_and_cannot_link(method: str, seed: int, mo
     assert constraint_violations(labels, must, conflicts) == []
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7])
+def test_hdbscan_takes_libraries_smaller_than_its_neighbourhood(n: int) -> None:
+    # Fewer faces than min_samples + 1 (default 5 + 1): scikit-learn refused them (a 4-photo library,
+    # an incremental run with 4 new faces). Faces of two well-apart people, alternating.
+    X, truth = planted(2, 4, dim=16, noise=0.05, seed=30)
+    order = np.array([0, 4, 1, 5, 2, 6, 3, 7])[:n]
+    X, truth = X[order], truth[order]
+    labels = cluster_embeddings(X, ClusterConfig(method="hdbscan"))
+    assert labels.dtype == np.int64 and labels.shape == (n,)
+    assert all(len(set(truth[labels == c].tolist())) == 1 for c in set(labels.tolist()) - {-1})
+    # Named, every face is clustered with its person; with min_cluster_size 1 no face is left out.
+    named = cluster_embeddings(X, ClusterConfig(method="hdbscan"), must_link=truth)
+    assert partition(named) == partition(truth)
+    assert (cluster_embeddings(X, ClusterConfig(method="hdbscan", min_cluster_size=1)) >= 0).all()
+
+
 def test_average_linkage_graph_merges_only_along_edges_with_exact_means() -> None:
     # 0-1 and 1-2 close, 0-2 not an edge: the chain merges, with the true mean over all pairs.
     X = unit(np.array([[1.0, 0.0], [0.9, 0.45], [0.6, 0.8]]))

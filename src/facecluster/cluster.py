@@ -357,10 +357,13 @@ def _knn_edges(
 def _hdbscan(
     X: np.ndarray, config: ClusterConfig, progress: ProgressFn
 ) -> np.ndarray:
-    """HDBSCAN (scikit-learn) on the sparse kNN graph; components joined by far edges."""
+    """HDBSCAN (scikit-learn) on the sparse kNN graph; components joined by far edges. Any number of faces:
+    with fewer than ``hdbscan_min_samples + 2``, the neighbourhood shrinks to what the library holds."""
     from sklearn.cluster import HDBSCAN
 
     n = len(X)
+    if n < 2:
+        return np.full(n, -1, dtype=np.int64)  # scikit-learn needs two faces; one is no group anyway
     min_samples = max(1, config.hdbscan_min_samples)
     k = max(config.k, min_samples + 1)
     idx, d2 = knn_graph(X, k, ann_min_n=config.ann_min_n, progress=progress)
@@ -383,10 +386,13 @@ def _hdbscan(
         far = np.full(len(a), float(dist.max()) * 1.01)
         bridge = coo_matrix((np.concatenate([far, far]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
         graph = (graph + bridge.tocsr()).tocsr()
+    # scikit-learn refuses a face with fewer stored neighbours than min_samples: in a library (or a
+    # batch of new faces) smaller than the neighbourhood, use every neighbour there is.
+    fewest = int(np.diff(graph.indptr).min())
     progress("hdbscan", 0, 1)
     model = HDBSCAN(
         min_cluster_size=max(2, config.min_cluster_size),
-        min_samples=min_samples + 1,  # scikit-learn counts the point itself
+        min_samples=min(min_samples + 1, fewest),  # scikit-learn counts the point itself
         metric="precomputed",
         allow_single_cluster=False,
         # the graph is ours: let scikit-learn change it in place where its version can (>= 1.5)
