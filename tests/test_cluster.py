@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from facecluster.cluster import (
+    METHODS,
     assign_to_known,
     average_linkage_graph,
     cluster_embeddings,
@@ -183,6 +184,89 @@ def test_hdbscan_finds_planted_identities_and_keeps_constraints() -> None:
     groups[[0, 1]] = 999
     labels = cluster_embeddings(X, cfg, groups=groups)
     assert labels[0] != labels[1] or labels[0] == -1
+
+
+def constraint_violations(
+    labels: np.ndarray, must_link: np.ndarray, conflicts: list[tuple[int, int]]
+) -> list[str]:
+    """Every broken rule, by brute force over all face pairs: a named person's faces share one kept
+    cluster, two named people never share one, a conflicting pair never shares one (unless one person)."""
+    broken = [f"named face {i} unclustered" for i in range(len(labels)) if must_link[i] >= 0 and labels[i] < 0]
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            pi, pj = int(must_link[i]), int(must_link[j])
+            if pi >= 0 and pi == pj and labels[i] != labels[j]:
+                broken.append(f"person {pi} split: faces {i}, {j}")
+            if pi >= 0 and pj >= 0 and pi != pj and labels[i] == labels[j] >= 0:
+                broken.append(f"people {pi}, {pj} share cluster {labels[i]}")
+    for i, j in conflicts:
+        same_person = must_link[i] >= 0 and must_link[i] == must_link[j]
+        if labels[i] == labels[j] >= 0 and not same_person:
+            broken.append(f"conflicting faces {i}, {j} share cluster {labels[i]}")
+    return broken
+
+
+def close_pairs_of_people(per_id: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Four people in two pairs of look-alikes (a density method sees two clusters): (X, truth)."""
+    rng = np.random.default_rng(seed)
+    a, b = unit(rng.normal(size=(2, 16)))
+    centres = unit(np.array([a, a + 0.25 * unit(rng.normal(size=(1, 16)))[0],
+                             b, b + 0.25 * unit(rng.normal(size=(1, 16)))[0]]))
+    truth = np.repeat(np.arange(4), per_id)
+    return unit(centres[truth] + 0.06 * rng.normal(size=(len(truth), 16))), truth
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_keeps_named_people_whole_and_apart_when_they_look_alike(method: str) -> None:
+    # The review's case: every face named, two pairs of look-alike people.
+    X, truth = close_pairs_of_people()
+    cfg = ClusterConfig(method=method, threshold=1.0)
+    labels = cluster_embeddings(X, cfg, must_link=truth)
+    assert constraint_violations(labels, truth, []) == []
+    assert partition(labels) == partition(truth)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_keeps_must_link_and_cannot_link(method: str, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some faces named (a few with another identity's name), shared photos, rejections: brute-force check.
+    import facecluster.cluster as cluster
+
+    if seed % 3 == 2:
+        monkeypatch.setattr(cluster, "EXACT_MAX_PAIRS", 0)  # the kNN-graph paths
+    rng = np.random.default_rng(100 + seed)
+    X, truth = close_pairs_of_people(per_id=int(rng.integers(3, 9)), seed=seed)
+    n = len(X)
+    must = np.where(rng.random(n) < 0.5, truth, -1)
+    moved = rng.random(n) < 0.1
+    must[moved] = rng.integers(0, 4, size=int(moved.sum()))
+    groups = np.arange(n)
+    for _ in range(3):
+        i, j = rng.choice(n, size=2, replace=False)
+        groups[j] = groups[i]
+    rejected = rng.choice(n, size=(3, 2))
+    rejected = rejected[rejected[:, 0] != rejected[:, 1]]
+    conflicts = [(int(i), int(j)) for i in range(n) for j in range(i + 1, n) if groups[i] == groups[j]]
+    conflicts += [(int(i), int(j)) for i, j in rejected]
+    cfg = ClusterConfig(method=method, threshold=1.0, hdbscan_min_samples=int(rng.integers(1, 6)))
+    labels = cluster_embeddings(X, cfg, groups=groups, must_link=must, cannot_link_pairs=rejected)
+    assert constraint_violations(labels, must, conflicts) == []
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7])
+def test_hdbscan_takes_libraries_smaller_than_its_neighbourhood(n: int) -> None:
+    # Fewer faces than min_samples + 1 (default 5 + 1): scikit-learn refused them (a 4-photo library,
+    # an incremental run with 4 new faces). Faces of two well-apart people, alternating.
+    X, truth = planted(2, 4, dim=16, noise=0.05, seed=30)
+    order = np.array([0, 4, 1, 5, 2, 6, 3, 7])[:n]
+    X, truth = X[order], truth[order]
+    labels = cluster_embeddings(X, ClusterConfig(method="hdbscan"))
+    assert labels.dtype == np.int64 and labels.shape == (n,)
+    assert all(len(set(truth[labels == c].tolist())) == 1 for c in set(labels.tolist()) - {-1})
+    # Named, every face is clustered with its person; with min_cluster_size 1 no face is left out.
+    named = cluster_embeddings(X, ClusterConfig(method="hdbscan"), must_link=truth)
+    assert partition(named) == partition(truth)
+    assert (cluster_embeddings(X, ClusterConfig(method="hdbscan", min_cluster_size=1)) >= 0).all()
 
 
 def test_average_linkage_graph_merges_only_along_edges_with_exact_means() -> None:

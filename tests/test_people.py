@@ -232,3 +232,20 @@ def test_a_second_model_replaces_the_clustering_without_mixing_vectors() -> None
     report = cluster_catalog(catalog, "other", CONFIG, algorithms=FakeAlgorithms())
     assert report.faces == 0 and report.mode == "full"
     assert catalog.db.execute("SELECT count(*) FROM clusters WHERE model_id = ?", [MODEL]).fetchone()[0] == 0
+
+
+def test_hdbscan_on_a_tiny_library_and_a_few_new_faces() -> None:
+    # 4 photos, then 4 new faces: fewer than HDBSCAN's neighbourhood (5 + 1) made every run fail.
+    catalog = Catalog.open(None)
+    hdbscan = ClusterConfig(method="hdbscan", min_cluster_size=2)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    assert cluster_catalog(catalog, MODEL, hdbscan).mode == "full"
+    move_face(catalog, ids[0], "Ada")
+    move_face(catalog, ids[1], "Ada")
+    assert cluster_catalog(catalog, MODEL, hdbscan, full=True).clusters >= 1
+    new = add_faces(catalog, [[0], [0], [2], [2]], seed=5)
+    report = cluster_catalog(catalog, MODEL, hdbscan)
+    assert report.mode == "incremental"
+    assert cluster_catalog(catalog, MODEL, hdbscan).mode == "unchanged"  # the run finished: nothing left over
+    assert clusters_of(catalog, ids[:2]) == [clusters_of(catalog, ids)[0]] * 2
+    assert person_of(catalog, ids[0]) == "Ada" and person_of(catalog, new[2]) != "Ada"

@@ -303,6 +303,15 @@ def _exact_edges(
     sizes = np.bincount(comp).astype(np.float64)
     if (sizes * (sizes - 1) / 2).sum() > EXACT_MAX_PAIRS:
         return None
+    return _pairs_within(comp)
+
+
+def _pairs_within(comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (u < v) of indices whose ``comp`` values are equal.
+
+    >>> _pairs_within(np.array([4, 9, 4, 4]))
+    (array([0, 0, 2]), array([2, 3, 3]))
+    """
     order = np.argsort(comp, kind="stable")
     bounds = np.flatnonzero(np.diff(comp[order])) + 1
     us, vs = [], []
@@ -348,10 +357,13 @@ def _knn_edges(
 def _hdbscan(
     X: np.ndarray, config: ClusterConfig, progress: ProgressFn
 ) -> np.ndarray:
-    """HDBSCAN (scikit-learn) on the sparse kNN graph; components joined by far edges."""
+    """HDBSCAN (scikit-learn) on the sparse kNN graph; components joined by far edges. Any number of faces:
+    with fewer than ``hdbscan_min_samples + 2``, the neighbourhood shrinks to what the library holds."""
     from sklearn.cluster import HDBSCAN
 
     n = len(X)
+    if n < 2:
+        return np.full(n, -1, dtype=np.int64)  # scikit-learn needs two faces; one is no group anyway
     min_samples = max(1, config.hdbscan_min_samples)
     k = max(config.k, min_samples + 1)
     idx, d2 = knn_graph(X, k, ann_min_n=config.ann_min_n, progress=progress)
@@ -374,10 +386,13 @@ def _hdbscan(
         far = np.full(len(a), float(dist.max()) * 1.01)
         bridge = coo_matrix((np.concatenate([far, far]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
         graph = (graph + bridge.tocsr()).tocsr()
+    # scikit-learn refuses a face with fewer stored neighbours than min_samples: in a library (or a
+    # batch of new faces) smaller than the neighbourhood, use every neighbour there is.
+    fewest = int(np.diff(graph.indptr).min())
     progress("hdbscan", 0, 1)
     model = HDBSCAN(
         min_cluster_size=max(2, config.min_cluster_size),
-        min_samples=min_samples + 1,  # scikit-learn counts the point itself
+        min_samples=min(min_samples + 1, fewest),  # scikit-learn counts the point itself
         metric="precomputed",
         allow_single_cluster=False,
         # the graph is ours: let scikit-learn change it in place where its version can (>= 1.5)
@@ -391,38 +406,69 @@ def _hdbscan(
 def _enforce_after(
     X: np.ndarray,
     labels: np.ndarray,
+    config: ClusterConfig,
     must_link: np.ndarray | None,
     conflicts: tuple[np.ndarray, np.ndarray],
+    progress: ProgressFn = null_progress,
 ) -> np.ndarray:
-    """Constraints for methods that cannot hold them while merging (HDBSCAN): applied afterwards.
+    """Constraints for methods that cannot hold them while clustering (HDBSCAN): each face's root.
 
-    Must-link: the faces of a person join the cluster most of them are in (or a new one). Cannot-link:
-    of two conflicting faces in one cluster, the one farther from the cluster mean leaves it.
+    A person's faces first join the cluster most of them are in (or a new one). Then each cluster
+    holding two people or a conflicting pair is split by the default method's constrained average
+    linkage (``average_linkage_graph``, no threshold): its people and conflicting faces end apart, the
+    other faces with the part they are closest to on average. Unclustered faces (-1) stay alone.
     """
+    n = len(labels)
     labels = labels.copy()
-    next_label = labels.max() + 1 if len(labels) else 0
-    if must_link is not None:
-        for pid in np.unique(must_link[must_link >= 0]):
-            members = np.flatnonzero(must_link == pid)
-            found = labels[members][labels[members] >= 0]
-            if len(found):
-                labels[members] = np.bincount(found).argmax()
-            else:
-                labels[members] = next_label
-                next_label += 1
+    next_label = labels.max() + 1 if n else 0
+    person = np.full(n, -1, dtype=np.int64) if must_link is None else must_link
+    for pid in np.unique(person[person >= 0]):
+        members = np.flatnonzero(person == pid)
+        found = labels[members][labels[members] >= 0]
+        if len(found):
+            labels[members] = np.bincount(found).argmax()
+        else:
+            labels[members] = next_label
+            next_label += 1
+    faces = np.arange(n, dtype=np.int64)
+    clustered = labels >= 0
+    first = np.full(next_label, n, dtype=np.int64)
+    np.minimum.at(first, labels[clustered], faces[clustered])
+    roots = faces.copy()  # unclustered faces: each alone
+    roots[clustered] = first[labels[clustered]]
+    # Clusters breaking a rule: two people in one (the move above can cause it), or a conflicting pair
+    # of faces that are not one person (a must-link beats a conflict, as in the default method).
+    named = clustered & (person >= 0)
+    held = np.unique(np.stack([labels[named], person[named]]), axis=1)[0]
+    bad = [held[1:][held[1:] == held[:-1]]]
     cu, cv = conflicts
-    pinned = np.zeros(len(labels), dtype=bool) if must_link is None else must_link >= 0
-    for _ in range(len(cu) + 1):
-        clash = (labels[cu] == labels[cv]) & (labels[cu] >= 0)
-        if not clash.any():
-            break
-        i, j = cu[clash][0], cv[clash][0]
-        cluster = np.flatnonzero(labels == labels[i])
-        centre = X[cluster].mean(0)
-        di, dj = ((X[i] - centre) ** 2).sum(), ((X[j] - centre) ** 2).sum()
-        leave = j if (dj >= di and not pinned[j]) or pinned[i] else i
-        labels[leave] = -1
-    return labels
+    clash = (labels[cu] == labels[cv]) & (labels[cu] >= 0) & ~((person[cu] >= 0) & (person[cu] == person[cv]))
+    bad.append(labels[cu[clash]])
+    split = np.flatnonzero(np.isin(labels, np.concatenate(bad)))
+    if not len(split):
+        return roots
+    local = np.full(n, -1, dtype=np.int64)
+    local[split] = np.arange(len(split))
+    within = labels[split]
+    sizes = np.bincount(within).astype(np.float64)
+    if (sizes * (sizes - 1) / 2).sum() <= EXACT_MAX_PAIRS:
+        u, v = _pairs_within(within)  # all pairs: exact average linkage under the constraints
+    else:
+        # Huge clusters: their kNN edges only (a split may then leave a few more parts than needed).
+        idx, _ = knn_graph(X[split], config.k, ann_min_n=config.ann_min_n, progress=progress)
+        u = np.repeat(np.arange(len(split), dtype=np.int64), idx.shape[1])
+        v = idx.ravel()
+        keep = (v >= 0) & (within[u] == within[np.maximum(v, 0)])
+        u, v = u[keep], v[keep]
+    inside = (local[cu] >= 0) & (labels[cu] == labels[cv])
+    sub_roots = average_linkage_graph(
+        X[split], u, v, np.inf,
+        must_link=None if must_link is None else must_link[split],
+        conflicts=(local[cu[inside]], local[cv[inside]]),
+        progress=progress,
+    )
+    roots[split] = split[sub_roots]
+    return roots
 
 
 def cluster_embeddings(
@@ -440,7 +486,8 @@ def cluster_embeddings(
     person id or -1 (faces of one person share a cluster, which is kept whatever its size);
     ``cannot_link_pairs``: (m, 2) face index pairs kept apart. ``config.method``: ``agglomerative``
     (average linkage of squared L2 distances, merging while the mean is <= ``config.threshold``) or
-    ``hdbscan`` (constraints applied after clustering). Clusters smaller than
+    ``hdbscan`` (constraints applied after clustering, by the same constrained average linkage inside
+    each cluster that breaks one). Clusters smaller than
     ``config.min_cluster_size`` become -1.
 
     >>> X = np.array([[1, 0], [0.995, 0.0998], [0, 1]], dtype=np.float32)
@@ -457,8 +504,7 @@ def cluster_embeddings(
         return np.empty(0, dtype=np.int64)
     conflicts = _conflicts(n, groups, cannot_link_pairs)
     if config.method == "hdbscan":
-        labels = _enforce_after(X, _hdbscan(X, config, progress), must_link, conflicts)
-        roots = np.where(labels >= 0, labels, -np.arange(1, n + 1))  # noise: each face alone
+        roots = _enforce_after(X, _hdbscan(X, config, progress), config, must_link, conflicts, progress)
         keep = None if must_link is None else np.unique(roots[must_link >= 0])
         return _finish(roots, config.min_cluster_size, keep)
     roots0 = _must_link_roots(must_link, n)
