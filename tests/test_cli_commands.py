@@ -338,3 +338,19 @@ def test_a_finished_rerun_never_loads_the_embedding_network(env: dict, tmp_path:
     out = json.loads(again.stdout)
     assert out["detect"]["skipped"] == len(LIBRARY) and out["embed"]["embedded"] == 0
     assert out["cluster"]["faces"] == N_FACES
+
+
+@pytest.mark.parametrize("name", ["al", "1", "e", "true"])
+def test_forget_keeps_the_run_history_readable(env: dict, name: str) -> None:
+    """Names that occur inside JSON syntax ('al' in false, '1' in 1.0) once garbled the last cluster run."""
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")
+    assert run(env, "label", str(cluster["id"]), name).exit_code == 0
+    assert run(env, "forget", name, "--yes", "-q").exit_code == 0
+    with Catalog.open(env["db"]) as catalog:
+        for args, stats in catalog.db.execute("SELECT args, stats FROM runs"):
+            json.loads(args), json.loads(stats)
+        assert catalog.last_run_args("cluster")["full"] is False
+    result = run(env, "cluster", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cluster"]["mode"] == "unchanged"

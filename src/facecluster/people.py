@@ -402,7 +402,11 @@ def _update_sizes(conn: Any) -> None:
 # -- naming and corrections ----------------------------------------------------------------------------
 
 
-def _fold(name: str) -> str:
+def fold_name(name: str) -> str:
+    """The form in which names are compared: NFC, case-folded.
+
+        fold_name("ZOE\u0308") == fold_name("zoë")   # True
+    """
     return unicodedata.normalize("NFC", name).casefold()
 
 
@@ -419,7 +423,7 @@ def _name_matches(conn: Any, name: str) -> list[tuple[int, str]]:
     if row is not None:
         return [(int(row[0]), str(row[1]))]
     # SQLite's NOCASE folds ASCII only: compare Unicode case-folded, NFC-normalised names here.
-    return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if _fold(n) == _fold(name)]
+    return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if fold_name(n) == fold_name(name)]
 
 
 def _one_person(matches: list[tuple[int, str]], name: str) -> tuple[int, str]:
