@@ -232,3 +232,27 @@ def test_a_second_model_replaces_the_clustering_without_mixing_vectors() -> None
     report = cluster_catalog(catalog, "other", CONFIG, algorithms=FakeAlgorithms())
     assert report.faces == 0 and report.mode == "full"
     assert catalog.db.execute("SELECT count(*) FROM clusters WHERE model_id = ?", [MODEL]).fetchone()[0] == 0
+
+
+def test_unignored_face_and_cluster_come_back_at_the_next_plain_clustering() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    ignore_face(catalog, ids[0])
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"
+    ignore_face(catalog, ids[0], ignored=False)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.mode == "incremental" and report.assigned == 1 and report.ignored == 0
+    assert clusters_of(catalog, [ids[0]]) == [a] and person_of(catalog, ids[0]) == "Ada"
+    # A whole cluster, through a plain clustering while it was ignored.
+    ignore_cluster(catalog, b)
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    ignore_cluster(catalog, b, ignored=False)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.ignored == 0 and report.clustered == 5 and report.noise == 0
+    assert clusters_of(catalog, ids[3:]) == [b, b]
+    # Unignoring a face that was never ignored changes nothing.
+    ignore_face(catalog, ids[1], ignored=False)
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"

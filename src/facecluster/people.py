@@ -585,13 +585,17 @@ def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
 
 
 def ignore_face(catalog: Catalog, face_id: int, ignored: bool = True) -> dict[str, Any]:
-    """Mark one face ignored / not a face (``label --ignore-face ID``); clustering leaves it out."""
+    """Mark one face ignored / not a face (``label --ignore-face ID``); clustering leaves it out.
+
+    ``ignored=False`` undoes it: the next ``cluster`` run (incremental is enough) places the face again."""
     with catalog.transaction() as conn:
         _face_row(conn, face_id)
         if ignored:
             conn.execute("UPDATE faces SET ignored = 1, cluster_id = NULL WHERE id = ?", [face_id])
         else:
-            conn.execute("UPDATE faces SET ignored = 0 WHERE id = ?", [face_id])
+            # Forget that clustering saw it (ignored, out of every cluster): the next plain run places it
+            # again, as a new face. A face that was not ignored keeps its state.
+            conn.execute("UPDATE faces SET ignored = 0, clustered_with = NULL WHERE id = ? AND ignored = 1", [face_id])
         _update_sizes(conn)
         return {"face": face_id, "ignored": ignored}
 
