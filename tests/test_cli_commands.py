@@ -354,3 +354,16 @@ def test_forget_keeps_the_run_history_readable(env: dict, name: str) -> None:
     result = run(env, "cluster", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["cluster"]["mode"] == "unchanged"
+
+
+def test_relabelling_to_fix_a_typo_leaves_no_empty_person(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")
+    run(env, "label", str(cluster["id"]), "Pete Sampas")
+    result = run(env, "label", str(cluster["id"]), "Pete Sampras")
+    assert result.exit_code == 0
+    assert f"cluster {cluster['id']} is Pete Sampras (3 faces); Pete Sampas has no faces left and is removed" in (
+        result.stderr
+    )
+    people = [r for r in people_by_kind(env) if r["kind"] == "person"]
+    assert [(p["name"], p["faces"]) for p in people] == [("Pete Sampras", 3)]

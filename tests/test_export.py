@@ -197,3 +197,27 @@ def test_rerun_after_forget_removes_the_forgotten_persons_folder(library: Librar
     assert summary.removed == 4 and not (out / "Ada Lovelace").exists()
     assert "Ada Lovelace" not in (out / "people.jsonl").read_text()
     assert "Ada Lovelace" not in (out / ".facecluster-export.json").read_text()
+
+
+def test_people_without_a_visible_face_are_left_out_as_people_and_show_leave_them_out(
+    library: Library, tmp_path: Path
+) -> None:
+    from facecluster.migrations import now
+    from facecluster.people import ignore_face, list_people
+    from facecluster.site import build_site
+
+    with Catalog.open(library.db) as catalog:
+        export_people(catalog, tmp_path / "export")
+        assert (tmp_path / "export/Zoë Ñúñez").is_dir()
+        for face_id in library.faces["B"]:  # every face of Zoë's ignored
+            ignore_face(catalog, face_id)
+        # A name left with no face by an older version (relabelled to fix a typo).
+        catalog.db.execute("INSERT INTO people (name, created_at) VALUES ('Pete Sampas', ?)", [now()])
+        catalog.db.conn.commit()
+        listed = {r["name"] for r in list_people(catalog) if r["kind"] == "person"}
+        site = build_site(catalog, tmp_path / "site")
+        summary = export_people(catalog, tmp_path / "export")
+    exported = [json.loads(line)["name"] for line in (tmp_path / "export/people.jsonl").read_text().splitlines()]
+    assert listed == set(exported) == {"Ada Lovelace", "AC/DC"}
+    assert summary.people == site.people == 2
+    assert not (tmp_path / "export/Zoë Ñúñez").exists()  # her earlier links are removed

@@ -183,7 +183,10 @@ def test_rename_merge_reject_ignore() -> None:
     assert ids[0] not in {f["face_id"] for f in iter_faces(catalog)}
     (ada,) = {c for c in clusters_of(catalog, ids[1:3])}  # one cluster: must-link joined A and B's faces
     assert ignore_cluster(catalog, ada)["faces"] == 2
-    assert list_people(catalog)[0]["clusters"] == []
+    # Every face of Ada's is ignored now: like `show` and `export`, `people` lists her only with --all.
+    assert "Ada" not in {r["name"] for r in list_people(catalog)}
+    (record,) = [r for r in list_people(catalog, include_ignored=True) if r["kind"] == "person"]
+    assert record["name"] == "Ada" and record["faces"] == 0 and record["clusters"] == []
     report = cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
     assert report.ignored >= 2
     with pytest.raises(CatalogError):
@@ -256,3 +259,60 @@ def test_unignored_face_and_cluster_come_back_at_the_next_plain_clustering() -> 
     # Unignoring a face that was never ignored changes nothing.
     ignore_face(catalog, ids[1], ignored=False)
     assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"
+
+
+def _names(catalog: Catalog) -> list[str]:
+    return sorted(r[0] for r in catalog.db.execute("SELECT name FROM people"))
+
+
+def test_relabelling_a_cluster_removes_the_person_it_left_without_faces() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1], [2], [2]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _, c, _ = clusters_of(catalog, ids)
+    assert name_cluster(catalog, a, "Pete Sampas")["removed"] is None
+    assert name_cluster(catalog, a, "Pete Sampras")["removed"] == "Pete Sampas"  # a typo fixed
+    assert _names(catalog) == ["Pete Sampras"]
+    assert [r["name"] for r in list_people(catalog) if r["kind"] == "person"] == ["Pete Sampras"]
+    # A person with faces elsewhere stays: two clusters named Bob, one of them renamed.
+    name_cluster(catalog, b, "Bob")
+    name_cluster(catalog, c, "Bob")
+    assert name_cluster(catalog, c, "Carl")["removed"] is None
+    assert _names(catalog) == ["Bob", "Carl", "Pete Sampras"]
+
+
+def test_a_person_whose_last_face_is_moved_or_rejected_is_removed() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    name_cluster(catalog, b, "Bob")
+    assert move_face(catalog, ids[0], "Bob")["removed"] is None
+    assert move_face(catalog, ids[1], "Bob")["removed"] == "Ada"
+    assert reject_face(catalog, ids[2])["removed"] is None
+    # Bob's last faces rejected: Bob, his emptied cluster and the rejections that named him go.
+    reject_face(catalog, ids[3])
+    reject_face(catalog, ids[0])
+    assert reject_face(catalog, ids[1])["removed"] == "Bob"
+    assert _names(catalog) == [] and list_people(catalog) == []
+    assert catalog.db.execute("SELECT count(*) FROM face_rejections").fetchone()[0] == 0
+    assert catalog.db.execute("SELECT count(*) FROM clusters").fetchone()[0] == 0
+    report = cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
+    assert report.people == 0 and report.clustered == 4
+
+
+def test_a_person_whose_faces_are_all_ignored_is_listed_only_with_all() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    name_cluster(catalog, b, "Bob")
+    ignore_face(catalog, ids[0])
+    ignore_face(catalog, ids[1])
+    # Ada keeps her (ignored) faces, so she is not removed: unignoring brings her back.
+    assert _names(catalog) == ["Ada", "Bob"]
+    assert [r["name"] for r in list_people(catalog) if r["kind"] == "person"] == ["Bob"]
+    everyone = {r["name"]: r["faces"] for r in list_people(catalog, include_ignored=True) if r["kind"] == "person"}
+    assert everyone == {"Ada": 0, "Bob": 2}

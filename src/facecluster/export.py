@@ -206,7 +206,7 @@ def export_people(
     people = _people(conn, person)
     private_dir(out)
     old = _load_manifest(out)
-    summary = ExportSummary(out=out, mode=mode, format=fmt, people=len(people))
+    summary = ExportSummary(out=out, mode=mode, format=fmt)
 
     faces = _faces(conn)
     names = dict(conn.execute("SELECT id, name FROM people"))
@@ -231,6 +231,8 @@ def export_people(
     work: list[tuple[str, Path]] = []
     people_records = []
     for pid, name in people:
+        if person is None and not faces_of[pid]:
+            continue  # every face ignored: `people` and `show` leave them out too (their old files go below)
         folder = folder_of[pid]
         taken: set[str] = set()
         missing = 0
@@ -266,6 +268,7 @@ def export_people(
             }
         )
     summary.photos = len(work)
+    summary.people = len(people_records)
 
     for done, (rel, source) in enumerate(work, 1):
         target = out / rel

@@ -473,12 +473,35 @@ def _face_row(conn: Any, face_id: int) -> tuple[int, int | None, int | None]:
     return int(row[0]), row[1], row[2]
 
 
+def _remove_if_faceless(conn: Any, person_id: int | None) -> str | None:
+    """Delete person ``person_id`` when no face is theirs any more (own or through a cluster); their name, or None.
+
+    A name left with no face is a typo fixed by relabelling, or a person every face was taken from;
+    listing it would count a person nobody can see. Their "not this person" rows go too: with the
+    person gone they constrain nothing, and a later person of that name is a new person."""
+    if person_id is None:
+        return None
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM faces WHERE person_id = ?) "
+        "OR EXISTS (SELECT 1 FROM faces f JOIN clusters c ON c.id = f.cluster_id WHERE c.person_id = ?)",
+        [person_id, person_id],
+    ).fetchone()
+    if row[0]:
+        return None
+    name = _person_name(conn, person_id)
+    conn.execute("DELETE FROM face_rejections WHERE person_id = ?", [person_id])
+    conn.execute("UPDATE clusters SET person_id = NULL WHERE person_id = ?", [person_id])
+    conn.execute("DELETE FROM people WHERE id = ?", [person_id])
+    _update_sizes(conn)  # their emptied clusters, unnamed now, disappear
+    return name
+
+
 def name_cluster(catalog: Catalog, cluster_id: int, name: str) -> dict[str, Any]:
     """Give cluster ``cluster_id`` a name (an existing name joins that person): ``label 3 "Ada"``.
 
     Faces of the cluster that a user put elsewhere or rejected for this person keep their own state."""
     with catalog.transaction() as conn:
-        _, _, ignored = _cluster_row(conn, cluster_id)
+        _, previous, ignored = _cluster_row(conn, cluster_id)
         if ignored:
             raise CatalogError(f"cluster {cluster_id} is marked ignored; it cannot be named")
         person = _person_id(conn, name, create=True)
@@ -489,8 +512,11 @@ def name_cluster(catalog: Catalog, cluster_id: int, name: str) -> dict[str, Any]
             "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)",
             [person, cluster_id, person],
         )
+        faces = cursor.rowcount
+        # Relabelling fixes a name: the old one goes when this cluster was all it had.
+        removed = _remove_if_faceless(conn, previous) if previous != person else None
         return {"cluster": cluster_id, "person": _person_name(conn, person), "person_id": person,
-                "faces": cursor.rowcount}
+                "faces": faces, "removed": removed}
 
 
 def rename_person(catalog: Catalog, old: str, new: str) -> dict[str, Any]:
@@ -564,7 +590,9 @@ def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
             [person, cluster, face_id],
         )
         _update_sizes(conn)
-        return {"face": face_id, "person": _person_name(conn, person), "person_id": person, "cluster": cluster}
+        removed = _remove_if_faceless(conn, old_person) if old_person != person else None
+        return {"face": face_id, "person": _person_name(conn, person), "person_id": person, "cluster": cluster,
+                "removed": removed}
 
 
 def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
@@ -581,7 +609,7 @@ def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
             "UPDATE faces SET person_id = NULL, person_source = NULL, cluster_id = NULL WHERE id = ?", [face_id]
         )
         _update_sizes(conn)
-        return {"face": face_id, "rejected_person_id": person}
+        return {"face": face_id, "rejected_person_id": person, "removed": _remove_if_faceless(conn, person)}
 
 
 def ignore_face(catalog: Catalog, face_id: int, ignored: bool = True) -> dict[str, Any]:
@@ -626,6 +654,8 @@ def list_people(catalog: Catalog, *, include_ignored: bool = False) -> list[dict
         "SELECT p.id, p.name, (SELECT count(*) FROM faces f WHERE f.person_id = p.id AND f.ignored = 0) AS n "
         "FROM people p ORDER BY n DESC, p.name"
     ):
+        if n_faces == 0 and not include_ignored:
+            continue  # every face ignored (as `show` and `export` leave them out); --all lists them
         clusters = [int(r[0]) for r in catalog.db.execute(
             "SELECT id FROM clusters WHERE person_id = ? AND ignored = 0 ORDER BY size DESC", [pid]
         )]
