@@ -367,3 +367,17 @@ def test_relabelling_to_fix_a_typo_leaves_no_empty_person(env: dict) -> None:
     )
     people = [r for r in people_by_kind(env) if r["kind"] == "person"]
     assert [(p["name"], p["faces"]) for p in people] == [("Pete Sampras", 3)]
+
+
+def test_people_all_shows_a_named_ignored_cluster_to_unignore(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")["id"]
+    run(env, "label", str(cluster), "Ada")
+    run(env, "label", "--ignore-cluster", str(cluster))
+    assert "Ada" not in run(env, "people").stdout
+    lines = run(env, "people", "--all").stdout.splitlines()
+    assert f"cluster  {cluster:>6} {3:>6}  Ada  (ignored)" in lines
+    assert run(env, "label", "--unignore-cluster", str(cluster)).exit_code == 0
+    assert [(r["name"], r["faces"], r["clusters"]) for r in people_by_kind(env) if r["kind"] == "person"] == [
+        ("Ada", 3, [cluster])
+    ]

@@ -316,3 +316,21 @@ def test_a_person_whose_faces_are_all_ignored_is_listed_only_with_all() -> None:
     assert [r["name"] for r in list_people(catalog) if r["kind"] == "person"] == ["Bob"]
     everyone = {r["name"]: r["faces"] for r in list_people(catalog, include_ignored=True) if r["kind"] == "person"}
     assert everyone == {"Ada": 0, "Bob": 2}
+
+
+def test_people_all_lists_an_ignored_cluster_even_when_it_is_named() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    ignore_cluster(catalog, a)
+    ignore_cluster(catalog, b)
+    assert list_people(catalog) == []
+    ignored = [r for r in list_people(catalog, include_ignored=True) if r["kind"] == "cluster"]
+    assert ignored == [
+        {"kind": "cluster", "id": a, "name": "Ada", "faces": 2, "clusters": [a], "ignored": True},
+        {"kind": "cluster", "id": b, "name": None, "faces": 2, "clusters": [b], "ignored": True},
+    ]
+    ignore_cluster(catalog, a, ignored=False)
+    assert list_people(catalog) == [{"kind": "person", "id": 1, "name": "Ada", "faces": 2, "clusters": [a]}]

@@ -647,6 +647,9 @@ def ignore_cluster(catalog: Catalog, cluster_id: int, ignored: bool = True) -> d
 def list_people(catalog: Catalog, *, include_ignored: bool = False) -> list[dict[str, Any]]:
     """People (with their face and cluster counts) and then unnamed clusters, largest first.
 
+    ``include_ignored`` adds people whose faces are all ignored and every ignored cluster (a named one
+    carries its person's name).
+
         [{"kind": "person", "id": 1, "name": "Ada", "faces": 12, "clusters": [3]}, {"kind": "cluster", ...}]
     """
     records: list[dict[str, Any]] = []
@@ -660,11 +663,11 @@ def list_people(catalog: Catalog, *, include_ignored: bool = False) -> list[dict
             "SELECT id FROM clusters WHERE person_id = ? AND ignored = 0 ORDER BY size DESC", [pid]
         )]
         records.append({"kind": "person", "id": int(pid), "name": name, "faces": int(n_faces), "clusters": clusters})
-    sql = "SELECT id, size, ignored FROM clusters WHERE person_id IS NULL"
-    if not include_ignored:
-        sql += " AND ignored = 0"
-    for cid, size, ignored in catalog.db.execute(sql + " ORDER BY size DESC, id"):
-        record = {"kind": "cluster", "id": int(cid), "name": None, "faces": int(size), "clusters": [int(cid)]}
+    sql = "SELECT c.id, c.size, c.ignored, p.name FROM clusters c LEFT JOIN people p ON p.id = c.person_id WHERE "
+    # An ignored cluster is listed on its own with --all, named or not: its id is what --unignore-cluster takes.
+    sql += "(c.person_id IS NULL OR c.ignored = 1)" if include_ignored else "c.person_id IS NULL AND c.ignored = 0"
+    for cid, size, ignored, name in catalog.db.execute(sql + " ORDER BY c.size DESC, c.id"):
+        record = {"kind": "cluster", "id": int(cid), "name": name, "faces": int(size), "clusters": [int(cid)]}
         if include_ignored:
             record["ignored"] = bool(ignored)
         records.append(record)
