@@ -334,3 +334,17 @@ def test_people_all_lists_an_ignored_cluster_even_when_it_is_named() -> None:
     ]
     ignore_cluster(catalog, a, ignored=False)
     assert list_people(catalog) == [{"kind": "person", "id": 1, "name": "Ada", "faces": 2, "clusters": [a]}]
+
+
+def test_merge_counts_the_faces_people_shows() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    name_cluster(catalog, b, "Bob")
+    ignore_face(catalog, ids[0])
+    assert [r["faces"] for r in list_people(catalog) if r["name"] == "Ada"] == [2]
+    assert merge_people(catalog, "Ada", "Bob")["faces"] == 2
+    # The ignored face is Bob's now too: unignoring it brings it back under his name.
+    assert person_of(catalog, ids[0]) == "Bob"

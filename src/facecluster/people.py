@@ -544,11 +544,13 @@ def merge_people(catalog: Catalog, source: str, target: str) -> dict[str, Any]:
             "DELETE FROM face_rejections WHERE person_id = ? AND face_id IN (SELECT id FROM faces WHERE person_id = ?)",
             [b, a],
         )
-        cursor = conn.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", [b, a])
+        # Counted as `people` counts them: ignored faces change person too, but are not shown.
+        faces = conn.execute("SELECT count(*) FROM faces WHERE person_id = ? AND ignored = 0", [a]).fetchone()[0]
+        conn.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("UPDATE clusters SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("UPDATE OR IGNORE face_rejections SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("DELETE FROM people WHERE id = ?", [a])
-        return {"merged": source_name, "into": _person_name(conn, b), "person_id": b, "faces": cursor.rowcount}
+        return {"merged": source_name, "into": _person_name(conn, b), "person_id": b, "faces": int(faces)}
 
 
 def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
