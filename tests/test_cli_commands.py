@@ -381,3 +381,13 @@ def test_people_all_shows_a_named_ignored_cluster_to_unignore(env: dict) -> None
     assert [(r["name"], r["faces"], r["clusters"]) for r in people_by_kind(env) if r["kind"] == "person"] == [
         ("Ada", 3, [cluster])
     ]
+
+
+def test_a_name_with_a_newline_or_nothing_visible_is_a_one_line_error(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")["id"]
+    for bad, reason in (("Ada\nLovelace", "control characters ('\\n')"), ("\u200b", "needs a visible character")):
+        result = run(env, "label", str(cluster), bad)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("Error: a person's name") and reason in result.stderr
+    assert [r for r in people_by_kind(env) if r["kind"] == "person"] == []

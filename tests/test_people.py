@@ -348,3 +348,31 @@ def test_merge_counts_the_faces_people_shows() -> None:
     assert merge_people(catalog, "Ada", "Bob")["faces"] == 2
     # The ignored face is Bob's now too: unignoring it brings it back under his name.
     assert person_of(catalog, ids[0]) == "Bob"
+
+
+@pytest.mark.parametrize("bad", ["Ada\nLovelace", "Ada\tL", "Ada\x7f", "Ada\u2028L", "\u200b", " \u200b\u200d ", "\u0301"])
+def test_names_with_control_characters_or_nothing_visible_are_refused(bad: str) -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    (a,) = set(clusters_of(catalog, ids))
+    with pytest.raises(CatalogError, match="a person's name"):
+        name_cluster(catalog, a, bad)
+    with pytest.raises(CatalogError, match="a person's name"):
+        move_face(catalog, ids[0], bad)
+    name_cluster(catalog, a, "Ada")
+    with pytest.raises(CatalogError, match="a person's name"):
+        rename_person(catalog, "Ada", bad)
+    assert [r[0] for r in catalog.db.execute("SELECT name FROM people")] == ["Ada"]
+    # One stored by an older version can still be found, to be renamed (or forgotten).
+    catalog.db.execute("UPDATE people SET name = ?", [bad.strip()])
+    assert rename_person(catalog, bad, "Ada L")["new"] == "Ada L"
+
+
+def test_names_with_invisible_joiners_between_visible_characters_are_kept() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    (a,) = set(clusters_of(catalog, ids))
+    for name in ("\U0001f469\u200d\U0001f52c Ada", "\u0645\u06cc\u200c\u0631\u0648\u0632", "Zoë Ñúñez", "1"):
+        assert name_cluster(catalog, a, name)["person"] == name

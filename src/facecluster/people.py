@@ -418,6 +418,27 @@ def _clean_name(name: str) -> str:
     return name
 
 
+def _new_name(name: str) -> str:
+    """``name`` cleaned as a name to store; one with a control character or nothing visible is refused.
+
+    Only names being created or given are checked: one an older version stored stays findable, to be
+    renamed or forgotten::
+
+        _new_name(" Zoë ")   # 'Zoë'
+        _new_name("\u200b")  # CatalogError
+    """
+    name = _clean_name(name)
+    # Cc: tab, newline...; Zl/Zp: line breaks; Cs: bytes that were not UTF-8. Each breaks a listing's row.
+    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise CatalogError(f"a person's name cannot contain control characters ({shown}): {name!r}")
+    # A letter, digit, punctuation or symbol: zero-width spaces and joiners or lone accents show nothing.
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in name):
+        raise CatalogError(f"a person's name needs a visible character: {name!r}")
+    return name
+
+
 def _name_matches(conn: Any, name: str) -> list[tuple[int, str]]:
     row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
     if row is not None:
@@ -451,7 +472,7 @@ def _person_id(conn: Any, name: str, *, create: bool) -> int:
     matches = _name_matches(conn, name)
     if matches or not create:
         return _one_person(matches, name)[0]
-    cursor = conn.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [name, now()])
+    cursor = conn.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [_new_name(name), now()])
     return int(cursor.lastrowid or 0)
 
 
@@ -523,7 +544,7 @@ def rename_person(catalog: Catalog, old: str, new: str) -> dict[str, Any]:
     """Rename a person (``label --rename OLD NEW``); use ``merge_people`` to join two people."""
     with catalog.transaction() as conn:
         person = _person_id(conn, old, create=False)
-        old_name, new_name = _person_name(conn, person), _clean_name(new)
+        old_name, new_name = _person_name(conn, person), _new_name(new)
         # "ada" -> "Ada" fixes a spelling; a name another person answers to would make two people one name.
         if any(other != person for other, _ in _name_matches(conn, new_name)):
             raise CatalogError(f"{new!r} already exists; merge instead: facecluster label --merge {old!r} {new!r}")
