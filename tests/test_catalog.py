@@ -83,3 +83,13 @@ def test_models_and_vectors() -> None:
     assert float(((back - unit) ** 2).sum()) < 1e-3
     ids, X = catalog.load_embeddings("trained:1234abcd")
     assert ids.shape == (0,) and X.shape[0] == 0
+
+
+@pytest.mark.parametrize("args", ['{"full": f[forgotten]se}', "[1, 2]", '"text"', ""])
+def test_unreadable_run_arguments_count_as_no_previous_run(args: str) -> None:
+    catalog = Catalog.open(None)
+    with catalog.run("cluster", {"full": False}):
+        pass
+    assert catalog.last_run_args("cluster") == {"full": False}
+    catalog.db.execute("UPDATE runs SET args = ?", [args])
+    assert catalog.last_run_args("cluster") is None

@@ -386,3 +386,55 @@ def test_faces_json_is_the_explicit_default_and_excludes_csv(env: dict) -> None:
     assert explicit.exit_code == 0 and explicit.stdout == default.stdout and len(jsonl(explicit.stdout)) == N_FACES
     both = run(env, "faces", "--json", "--csv")
     assert both.exit_code == 2 and both.stdout == "" and "--json" in both.stderr and "--csv" in both.stderr
+
+@pytest.mark.parametrize("name", ["al", "1", "e", "true"])
+def test_forget_keeps_the_run_history_readable(env: dict, name: str) -> None:
+    """Names that occur inside JSON syntax ('al' in false, '1' in 1.0) once garbled the last cluster run."""
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")
+    assert run(env, "label", str(cluster["id"]), name).exit_code == 0
+    assert run(env, "forget", name, "--yes", "-q").exit_code == 0
+    with Catalog.open(env["db"]) as catalog:
+        for args, stats in catalog.db.execute("SELECT args, stats FROM runs"):
+            json.loads(args), json.loads(stats)
+        assert catalog.last_run_args("cluster")["full"] is False
+    result = run(env, "cluster", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cluster"]["mode"] == "unchanged"
+
+
+def test_relabelling_to_fix_a_typo_leaves_no_empty_person(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")
+    run(env, "label", str(cluster["id"]), "Pete Sampas")
+    result = run(env, "label", str(cluster["id"]), "Pete Sampras")
+    assert result.exit_code == 0
+    assert f"cluster {cluster['id']} is Pete Sampras (3 faces); Pete Sampas has no faces left and is removed" in (
+        result.stderr
+    )
+    people = [r for r in people_by_kind(env) if r["kind"] == "person"]
+    assert [(p["name"], p["faces"]) for p in people] == [("Pete Sampras", 3)]
+
+
+def test_people_all_shows_a_named_ignored_cluster_to_unignore(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")["id"]
+    run(env, "label", str(cluster), "Ada")
+    run(env, "label", "--ignore-cluster", str(cluster))
+    assert "Ada" not in run(env, "people").stdout
+    lines = run(env, "people", "--all").stdout.splitlines()
+    assert f"cluster  {cluster:>6} {3:>6}  Ada  (ignored)" in lines
+    assert run(env, "label", "--unignore-cluster", str(cluster)).exit_code == 0
+    assert [(r["name"], r["faces"], r["clusters"]) for r in people_by_kind(env) if r["kind"] == "person"] == [
+        ("Ada", 3, [cluster])
+    ]
+
+
+def test_a_name_with_a_newline_or_nothing_visible_is_a_one_line_error(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")["id"]
+    for bad, reason in (("Ada\nLovelace", "control characters ('\\n')"), ("\u200b", "needs a visible character")):
+        result = run(env, "label", str(cluster), bad)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("Error: a person's name") and reason in result.stderr
+    assert [r for r in people_by_kind(env) if r["kind"] == "person"] == []

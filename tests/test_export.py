@@ -240,3 +240,26 @@ def test_an_export_made_before_data_files_were_listed_is_updated(library: Librar
         manifest.write_text(json.dumps({"entries": entries}))  # as earlier versions wrote it
         again = export_people(catalog, out)
     assert again.unchanged == 8 and "data" in json.loads(manifest.read_text())
+
+def test_people_without_a_visible_face_are_left_out_as_people_and_show_leave_them_out(
+    library: Library, tmp_path: Path
+) -> None:
+    from facecluster.migrations import now
+    from facecluster.people import ignore_face, list_people
+    from facecluster.site import build_site
+
+    with Catalog.open(library.db) as catalog:
+        export_people(catalog, tmp_path / "export")
+        assert (tmp_path / "export/Zoë Ñúñez").is_dir()
+        for face_id in library.faces["B"]:  # every face of Zoë's ignored
+            ignore_face(catalog, face_id)
+        # A name left with no face by an older version (relabelled to fix a typo).
+        catalog.db.execute("INSERT INTO people (name, created_at) VALUES ('Pete Sampas', ?)", [now()])
+        catalog.db.conn.commit()
+        listed = {r["name"] for r in list_people(catalog) if r["kind"] == "person"}
+        site = build_site(catalog, tmp_path / "site")
+        summary = export_people(catalog, tmp_path / "export")
+    exported = [json.loads(line)["name"] for line in (tmp_path / "export/people.jsonl").read_text().splitlines()]
+    assert listed == set(exported) == {"Ada Lovelace", "AC/DC"}
+    assert summary.people == site.people == 2
+    assert not (tmp_path / "export/Zoë Ñúñez").exists()  # her earlier links are removed

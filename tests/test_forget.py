@@ -192,3 +192,68 @@ def test_site_of_another_catalog_is_refused(library: Library, tmp_path: Path) ->
         cli, ["--db", str(library.db), "forget", NAME, "--yes", "--site", str(tmp_path / "other-site")]
     )
     assert result.exit_code == 1 and "shows the catalog" in result.output
+
+
+def _runs(catalog: Catalog, *records: dict) -> None:
+    for record in records:
+        catalog.db.execute(
+            "INSERT INTO runs (command, args, stats, started_at, status) VALUES ('label', ?, ?, ?, 'ok')",
+            [json.dumps(record["args"]), json.dumps(record.get("stats", {})), now()],
+        )
+    catalog.db.conn.commit()
+
+
+def _args(catalog: Catalog) -> list:
+    return [json.loads(r[0]) for r in catalog.db.execute("SELECT args FROM runs ORDER BY id")]
+
+
+@pytest.mark.parametrize("name", ["1", "e", "al", "true", "null", "Zoë"])
+def test_runs_are_redacted_value_by_value_and_stay_json(name: str) -> None:
+    catalog = Catalog.open(None)
+    catalog.db.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [name, now()])
+    config = {"method": "average", "threshold": 1.0, "min_cluster_size": 2, "flag": True, "none": None}
+    _runs(
+        catalog,
+        {"args": {"full": False, "force": True, "config": config, "paths": ["photos/e x", "photos/true"]}},
+        {"args": {"action": "name", "value": ["5", name.upper()]}, "stats": {"person": name, "faces": 1}},
+    )
+    summary = forget_person(catalog, name)
+    assert summary.runs_redacted >= 1
+    cluster_args, label_args = _args(catalog)
+    assert cluster_args["full"] is False and cluster_args["force"] is True and cluster_args["config"] == config
+    assert label_args == {"action": "name", "value": ["5", "[forgotten]"]}
+    stats = json.loads(catalog.db.execute("SELECT stats FROM runs ORDER BY id DESC").fetchone()[0])
+    assert stats == {"person": "[forgotten]", "faces": 1}
+    if name in ("e", "true"):  # a path with the name as a word names the person too
+        assert "[forgotten]" in cluster_args["paths"]
+
+
+def test_redaction_spares_another_person_whose_name_contains_the_forgotten_one() -> None:
+    catalog = Catalog.open(None)
+    for name in ("Tom", "Tom Ridge"):
+        catalog.db.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [name, now()])
+    _runs(
+        catalog,
+        {"args": {"action": "name", "value": ["3", "Tom Ridge"]}},
+        {"args": {"action": "merge", "value": ["tom", "Tom Ridge"]}},
+        {"args": {"action": "rename", "value": ["Tommy", "Tom"]}},
+        {"args": {"paths": ["trip/Tom Ridge and Tom/1.jpg", "Tomas/2.jpg"]}},
+    )
+    forget_person(catalog, "Tom")
+    assert _args(catalog) == [
+        {"action": "name", "value": ["3", "Tom Ridge"]},
+        {"action": "merge", "value": ["[forgotten]", "Tom Ridge"]},
+        {"action": "rename", "value": ["Tommy", "[forgotten]"]},
+        {"paths": ["[forgotten]", "Tomas/2.jpg"]},
+    ]
+
+
+def test_runs_an_older_forget_garbled_are_still_redacted() -> None:
+    catalog = Catalog.open(None)
+    catalog.db.execute("INSERT INTO people (name, created_at) VALUES ('Ada', ?)", [now()])
+    catalog.db.execute(
+        "INSERT INTO runs (command, args, started_at, status) VALUES ('label', ?, ?, 'ok')",
+        ['{"full": f[forgotten]se, "value": ["3", "Ada"]}', now()],
+    )
+    forget_person(catalog, "Ada")
+    assert name_traces(catalog.db.conn, "Ada") == []

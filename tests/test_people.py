@@ -183,7 +183,10 @@ def test_rename_merge_reject_ignore() -> None:
     assert ids[0] not in {f["face_id"] for f in iter_faces(catalog)}
     (ada,) = {c for c in clusters_of(catalog, ids[1:3])}  # one cluster: must-link joined A and B's faces
     assert ignore_cluster(catalog, ada)["faces"] == 2
-    assert list_people(catalog)[0]["clusters"] == []
+    # Every face of Ada's is ignored now: like `show` and `export`, `people` lists her only with --all.
+    assert "Ada" not in {r["name"] for r in list_people(catalog)}
+    (record,) = [r for r in list_people(catalog, include_ignored=True) if r["kind"] == "person"]
+    assert record["name"] == "Ada" and record["faces"] == 0 and record["clusters"] == []
     report = cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
     assert report.ignored >= 2
     with pytest.raises(CatalogError):
@@ -249,3 +252,143 @@ def test_hdbscan_on_a_tiny_library_and_a_few_new_faces() -> None:
     assert cluster_catalog(catalog, MODEL, hdbscan).mode == "unchanged"  # the run finished: nothing left over
     assert clusters_of(catalog, ids[:2]) == [clusters_of(catalog, ids)[0]] * 2
     assert person_of(catalog, ids[0]) == "Ada" and person_of(catalog, new[2]) != "Ada"
+
+def test_unignored_face_and_cluster_come_back_at_the_next_plain_clustering() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    ignore_face(catalog, ids[0])
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"
+    ignore_face(catalog, ids[0], ignored=False)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.mode == "incremental" and report.assigned == 1 and report.ignored == 0
+    assert clusters_of(catalog, [ids[0]]) == [a] and person_of(catalog, ids[0]) == "Ada"
+    # A whole cluster, through a plain clustering while it was ignored.
+    ignore_cluster(catalog, b)
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    ignore_cluster(catalog, b, ignored=False)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.ignored == 0 and report.clustered == 5 and report.noise == 0
+    assert clusters_of(catalog, ids[3:]) == [b, b]
+    # Unignoring a face that was never ignored changes nothing.
+    ignore_face(catalog, ids[1], ignored=False)
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"
+
+
+def _names(catalog: Catalog) -> list[str]:
+    return sorted(r[0] for r in catalog.db.execute("SELECT name FROM people"))
+
+
+def test_relabelling_a_cluster_removes_the_person_it_left_without_faces() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1], [2], [2]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _, c, _ = clusters_of(catalog, ids)
+    assert name_cluster(catalog, a, "Pete Sampas")["removed"] is None
+    assert name_cluster(catalog, a, "Pete Sampras")["removed"] == "Pete Sampas"  # a typo fixed
+    assert _names(catalog) == ["Pete Sampras"]
+    assert [r["name"] for r in list_people(catalog) if r["kind"] == "person"] == ["Pete Sampras"]
+    # A person with faces elsewhere stays: two clusters named Bob, one of them renamed.
+    name_cluster(catalog, b, "Bob")
+    name_cluster(catalog, c, "Bob")
+    assert name_cluster(catalog, c, "Carl")["removed"] is None
+    assert _names(catalog) == ["Bob", "Carl", "Pete Sampras"]
+
+
+def test_a_person_whose_last_face_is_moved_or_rejected_is_removed() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    name_cluster(catalog, b, "Bob")
+    assert move_face(catalog, ids[0], "Bob")["removed"] is None
+    assert move_face(catalog, ids[1], "Bob")["removed"] == "Ada"
+    assert reject_face(catalog, ids[2])["removed"] is None
+    # Bob's last faces rejected: Bob, his emptied cluster and the rejections that named him go.
+    reject_face(catalog, ids[3])
+    reject_face(catalog, ids[0])
+    assert reject_face(catalog, ids[1])["removed"] == "Bob"
+    assert _names(catalog) == [] and list_people(catalog) == []
+    assert catalog.db.execute("SELECT count(*) FROM face_rejections").fetchone()[0] == 0
+    assert catalog.db.execute("SELECT count(*) FROM clusters").fetchone()[0] == 0
+    report = cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
+    assert report.people == 0 and report.clustered == 4
+
+
+def test_a_person_whose_faces_are_all_ignored_is_listed_only_with_all() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    name_cluster(catalog, b, "Bob")
+    ignore_face(catalog, ids[0])
+    ignore_face(catalog, ids[1])
+    # Ada keeps her (ignored) faces, so she is not removed: unignoring brings her back.
+    assert _names(catalog) == ["Ada", "Bob"]
+    assert [r["name"] for r in list_people(catalog) if r["kind"] == "person"] == ["Bob"]
+    everyone = {r["name"]: r["faces"] for r in list_people(catalog, include_ignored=True) if r["kind"] == "person"}
+    assert everyone == {"Ada": 0, "Bob": 2}
+
+
+def test_people_all_lists_an_ignored_cluster_even_when_it_is_named() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    ignore_cluster(catalog, a)
+    ignore_cluster(catalog, b)
+    assert list_people(catalog) == []
+    ignored = [r for r in list_people(catalog, include_ignored=True) if r["kind"] == "cluster"]
+    assert ignored == [
+        {"kind": "cluster", "id": a, "name": "Ada", "faces": 2, "clusters": [a], "ignored": True},
+        {"kind": "cluster", "id": b, "name": None, "faces": 2, "clusters": [b], "ignored": True},
+    ]
+    ignore_cluster(catalog, a, ignored=False)
+    assert list_people(catalog) == [{"kind": "person", "id": 1, "name": "Ada", "faces": 2, "clusters": [a]}]
+
+
+def test_merge_counts_the_faces_people_shows() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a, _, _, b, _ = clusters_of(catalog, ids)
+    name_cluster(catalog, a, "Ada")
+    name_cluster(catalog, b, "Bob")
+    ignore_face(catalog, ids[0])
+    assert [r["faces"] for r in list_people(catalog) if r["name"] == "Ada"] == [2]
+    assert merge_people(catalog, "Ada", "Bob")["faces"] == 2
+    # The ignored face is Bob's now too: unignoring it brings it back under his name.
+    assert person_of(catalog, ids[0]) == "Bob"
+
+
+@pytest.mark.parametrize("bad", ["Ada\nLovelace", "Ada\tL", "Ada\x7f", "Ada\u2028L", "\u200b", " \u200b\u200d ", "\u0301"])
+def test_names_with_control_characters_or_nothing_visible_are_refused(bad: str) -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    (a,) = set(clusters_of(catalog, ids))
+    with pytest.raises(CatalogError, match="a person's name"):
+        name_cluster(catalog, a, bad)
+    with pytest.raises(CatalogError, match="a person's name"):
+        move_face(catalog, ids[0], bad)
+    name_cluster(catalog, a, "Ada")
+    with pytest.raises(CatalogError, match="a person's name"):
+        rename_person(catalog, "Ada", bad)
+    assert [r[0] for r in catalog.db.execute("SELECT name FROM people")] == ["Ada"]
+    # One stored by an older version can still be found, to be renamed (or forgotten).
+    catalog.db.execute("UPDATE people SET name = ?", [bad.strip()])
+    assert rename_person(catalog, bad, "Ada L")["new"] == "Ada L"
+
+
+def test_names_with_invisible_joiners_between_visible_characters_are_kept() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    (a,) = set(clusters_of(catalog, ids))
+    for name in ("\U0001f469\u200d\U0001f52c Ada", "\u0645\u06cc\u200c\u0631\u0648\u0632", "Zoë Ñúñez", "1"):
+        assert name_cluster(catalog, a, name)["person"] == name

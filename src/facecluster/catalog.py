@@ -115,12 +115,24 @@ class Catalog:
                 )
 
     def last_run_args(self, command: str) -> dict[str, Any] | None:
-        """The arguments of the latest finished (ok or partial) run of ``command``, or None."""
+        """The arguments of the latest finished (ok or partial) run of ``command``, or None.
+
+        Arguments that are not a JSON object (a catalog edited by hand, or by an older ``forget``) count
+        as no previous run: they only inform the next run, which must not fail for them::
+
+            catalog.last_run_args("cluster")   # {"paths": [], "full": False, ...}
+        """
         row = self.db.execute(
             "SELECT args FROM runs WHERE command = ? AND status IN ('ok', 'partial') ORDER BY id DESC LIMIT 1",
             [command],
         ).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        if not row or not row[0]:
+            return None
+        try:
+            args = json.loads(row[0])
+        except ValueError:
+            return None
+        return args if isinstance(args, dict) else None
 
     # -- models and embeddings ----------------------------------------------------------------------
 

@@ -227,7 +227,7 @@ def export_people(
         if (target.is_symlink() or target.exists()) and old_data is not None and name not in old_data:
             raise DataError(f"{target} was not written by facecluster export; move it away or choose another --out")
     private_dir(out)
-    summary = ExportSummary(out=out, mode=mode, format=fmt, people=len(people))
+    summary = ExportSummary(out=out, mode=mode, format=fmt)
 
     faces = _faces(conn)
     names = dict(conn.execute("SELECT id, name FROM people"))
@@ -252,6 +252,8 @@ def export_people(
     work: list[tuple[str, Path]] = []
     people_records = []
     for pid, name in people:
+        if person is None and not faces_of[pid]:
+            continue  # every face ignored: `people` and `show` leave them out too (their old files go below)
         folder = folder_of[pid]
         taken: set[str] = set()
         missing = 0
@@ -287,6 +289,7 @@ def export_people(
             }
         )
     summary.photos = len(work)
+    summary.people = len(people_records)
 
     for done, (rel, source) in enumerate(work, 1):
         target = out / rel

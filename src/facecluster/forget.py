@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from facecluster.catalog import Catalog
 from facecluster.errors import DataError
 from facecluster.export import PERSON_OF_FACE
-from facecluster.people import find_person
+from facecluster.people import find_person, fold_name
 from facecluster.reporting import ProgressFn, null_progress
 
 REDACTED = "[forgotten]"
@@ -114,16 +115,61 @@ def _name_forms(name: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
+def _mentions(value: str, name: str, others: list[str]) -> bool:
+    """Whether ``value`` names the person ``name`` as a whole (folded for case and Unicode form).
+
+    ``"Tom"`` is named by ``"Tom"`` and ``"~/Pictures/tom/1.jpg"``, not by ``"Tomas"``, nor by
+    ``"Tom Ridge"`` while Tom Ridge is one of ``others`` (another person's name)::
+
+        _mentions("Tom Ridge and Tom", "Tom", ["Tom Ridge"])   # True
+    """
+    text = fold_name(value)
+    for other in others:
+        text = _whole(other).sub(" ", text)
+    return _whole(fold_name(name)).search(text) is not None
+
+
+def _whole(folded: str) -> re.Pattern[str]:
+    # Lookarounds, not \b: a name may start or end with a non-word character ("AC/DC", "Ada L.").
+    return re.compile(rf"(?<!\w){re.escape(folded)}(?!\w)")
+
+
+def _redact_value(value: Any, name: str, others: list[str]) -> Any:
+    if isinstance(value, str):
+        return REDACTED if _mentions(value, name, others) else value
+    if isinstance(value, list):
+        return [_redact_value(v, name, others) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v, name, others) for k, v in value.items()}
+    return value  # numbers, booleans and null never hold a name, whatever the name looks like
+
+
+def _redact_json(text: str | None, name: str, others: list[str]) -> str | None:
+    if not text:
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        # Not JSON (an older forget garbled it): nothing to keep intact, but the name must still go.
+        for form in _name_forms(name):
+            text = text.replace(form, REDACTED)
+        return text
+    redacted = _redact_value(value, name, others)
+    # Re-serialised only when something changed, so untouched runs keep their text byte for byte.
+    return text if redacted == value else json.dumps(redacted, default=str)
+
+
 def _redact_runs(conn: sqlite3.Connection, name: str) -> int:
-    forms = _name_forms(name)
+    # Names of the people left (the forgotten one is deleted by now) that contain this one as a whole.
+    folded = fold_name(name)
+    others = [
+        fold_name(n) for (n,) in conn.execute("SELECT name FROM people")
+        if fold_name(n) != folded and _whole(folded).search(fold_name(n))
+    ]
+    others.sort(key=len, reverse=True)
     changed = 0
     for run_id, args, stats in conn.execute("SELECT id, args, stats FROM runs").fetchall():
-        new_args, new_stats = args, stats
-        for form in forms:
-            if new_args:
-                new_args = new_args.replace(form, REDACTED)
-            if new_stats:
-                new_stats = new_stats.replace(form, REDACTED)
+        new_args, new_stats = _redact_json(args, name, others), _redact_json(stats, name, others)
         if (new_args, new_stats) != (args, stats):
             conn.execute("UPDATE runs SET args = ?, stats = ? WHERE id = ?", [new_args, new_stats, run_id])
             changed += 1

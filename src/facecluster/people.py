@@ -402,7 +402,11 @@ def _update_sizes(conn: Any) -> None:
 # -- naming and corrections ----------------------------------------------------------------------------
 
 
-def _fold(name: str) -> str:
+def fold_name(name: str) -> str:
+    """The form in which names are compared: NFC, case-folded.
+
+        fold_name("ZOE\u0308") == fold_name("zoë")   # True
+    """
     return unicodedata.normalize("NFC", name).casefold()
 
 
@@ -414,12 +418,33 @@ def _clean_name(name: str) -> str:
     return name
 
 
+def _new_name(name: str) -> str:
+    """``name`` cleaned as a name to store; one with a control character or nothing visible is refused.
+
+    Only names being created or given are checked: one an older version stored stays findable, to be
+    renamed or forgotten::
+
+        _new_name(" Zoë ")   # 'Zoë'
+        _new_name("\u200b")  # CatalogError
+    """
+    name = _clean_name(name)
+    # Cc: tab, newline...; Zl/Zp: line breaks; Cs: bytes that were not UTF-8. Each breaks a listing's row.
+    bad = sorted({c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs")})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise CatalogError(f"a person's name cannot contain control characters ({shown}): {name!r}")
+    # A letter, digit, punctuation or symbol: zero-width spaces and joiners or lone accents show nothing.
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in name):
+        raise CatalogError(f"a person's name needs a visible character: {name!r}")
+    return name
+
+
 def _name_matches(conn: Any, name: str) -> list[tuple[int, str]]:
     row = conn.execute("SELECT id, name FROM people WHERE name = ?", [name]).fetchone()
     if row is not None:
         return [(int(row[0]), str(row[1]))]
     # SQLite's NOCASE folds ASCII only: compare Unicode case-folded, NFC-normalised names here.
-    return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if _fold(n) == _fold(name)]
+    return [(int(i), str(n)) for i, n in conn.execute("SELECT id, name FROM people") if fold_name(n) == fold_name(name)]
 
 
 def _one_person(matches: list[tuple[int, str]], name: str) -> tuple[int, str]:
@@ -447,7 +472,7 @@ def _person_id(conn: Any, name: str, *, create: bool) -> int:
     matches = _name_matches(conn, name)
     if matches or not create:
         return _one_person(matches, name)[0]
-    cursor = conn.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [name, now()])
+    cursor = conn.execute("INSERT INTO people (name, created_at) VALUES (?, ?)", [_new_name(name), now()])
     return int(cursor.lastrowid or 0)
 
 
@@ -469,12 +494,35 @@ def _face_row(conn: Any, face_id: int) -> tuple[int, int | None, int | None]:
     return int(row[0]), row[1], row[2]
 
 
+def _remove_if_faceless(conn: Any, person_id: int | None) -> str | None:
+    """Delete person ``person_id`` when no face is theirs any more (own or through a cluster); their name, or None.
+
+    A name left with no face is a typo fixed by relabelling, or a person every face was taken from;
+    listing it would count a person nobody can see. Their "not this person" rows go too: with the
+    person gone they constrain nothing, and a later person of that name is a new person."""
+    if person_id is None:
+        return None
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM faces WHERE person_id = ?) "
+        "OR EXISTS (SELECT 1 FROM faces f JOIN clusters c ON c.id = f.cluster_id WHERE c.person_id = ?)",
+        [person_id, person_id],
+    ).fetchone()
+    if row[0]:
+        return None
+    name = _person_name(conn, person_id)
+    conn.execute("DELETE FROM face_rejections WHERE person_id = ?", [person_id])
+    conn.execute("UPDATE clusters SET person_id = NULL WHERE person_id = ?", [person_id])
+    conn.execute("DELETE FROM people WHERE id = ?", [person_id])
+    _update_sizes(conn)  # their emptied clusters, unnamed now, disappear
+    return name
+
+
 def name_cluster(catalog: Catalog, cluster_id: int, name: str) -> dict[str, Any]:
     """Give cluster ``cluster_id`` a name (an existing name joins that person): ``label 3 "Ada"``.
 
     Faces of the cluster that a user put elsewhere or rejected for this person keep their own state."""
     with catalog.transaction() as conn:
-        _, _, ignored = _cluster_row(conn, cluster_id)
+        _, previous, ignored = _cluster_row(conn, cluster_id)
         if ignored:
             raise CatalogError(f"cluster {cluster_id} is marked ignored; it cannot be named")
         person = _person_id(conn, name, create=True)
@@ -485,15 +533,18 @@ def name_cluster(catalog: Catalog, cluster_id: int, name: str) -> dict[str, Any]
             "AND NOT EXISTS (SELECT 1 FROM face_rejections r WHERE r.face_id = faces.id AND r.person_id = ?)",
             [person, cluster_id, person],
         )
+        faces = cursor.rowcount
+        # Relabelling fixes a name: the old one goes when this cluster was all it had.
+        removed = _remove_if_faceless(conn, previous) if previous != person else None
         return {"cluster": cluster_id, "person": _person_name(conn, person), "person_id": person,
-                "faces": cursor.rowcount}
+                "faces": faces, "removed": removed}
 
 
 def rename_person(catalog: Catalog, old: str, new: str) -> dict[str, Any]:
     """Rename a person (``label --rename OLD NEW``); use ``merge_people`` to join two people."""
     with catalog.transaction() as conn:
         person = _person_id(conn, old, create=False)
-        old_name, new_name = _person_name(conn, person), _clean_name(new)
+        old_name, new_name = _person_name(conn, person), _new_name(new)
         # "ada" -> "Ada" fixes a spelling; a name another person answers to would make two people one name.
         if any(other != person for other, _ in _name_matches(conn, new_name)):
             raise CatalogError(f"{new!r} already exists; merge instead: facecluster label --merge {old!r} {new!r}")
@@ -514,11 +565,13 @@ def merge_people(catalog: Catalog, source: str, target: str) -> dict[str, Any]:
             "DELETE FROM face_rejections WHERE person_id = ? AND face_id IN (SELECT id FROM faces WHERE person_id = ?)",
             [b, a],
         )
-        cursor = conn.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", [b, a])
+        # Counted as `people` counts them: ignored faces change person too, but are not shown.
+        faces = conn.execute("SELECT count(*) FROM faces WHERE person_id = ? AND ignored = 0", [a]).fetchone()[0]
+        conn.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("UPDATE clusters SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("UPDATE OR IGNORE face_rejections SET person_id = ? WHERE person_id = ?", [b, a])
         conn.execute("DELETE FROM people WHERE id = ?", [a])
-        return {"merged": source_name, "into": _person_name(conn, b), "person_id": b, "faces": cursor.rowcount}
+        return {"merged": source_name, "into": _person_name(conn, b), "person_id": b, "faces": int(faces)}
 
 
 def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
@@ -560,7 +613,9 @@ def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
             [person, cluster, face_id],
         )
         _update_sizes(conn)
-        return {"face": face_id, "person": _person_name(conn, person), "person_id": person, "cluster": cluster}
+        removed = _remove_if_faceless(conn, old_person) if old_person != person else None
+        return {"face": face_id, "person": _person_name(conn, person), "person_id": person, "cluster": cluster,
+                "removed": removed}
 
 
 def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
@@ -577,17 +632,21 @@ def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
             "UPDATE faces SET person_id = NULL, person_source = NULL, cluster_id = NULL WHERE id = ?", [face_id]
         )
         _update_sizes(conn)
-        return {"face": face_id, "rejected_person_id": person}
+        return {"face": face_id, "rejected_person_id": person, "removed": _remove_if_faceless(conn, person)}
 
 
 def ignore_face(catalog: Catalog, face_id: int, ignored: bool = True) -> dict[str, Any]:
-    """Mark one face ignored / not a face (``label --ignore-face ID``); clustering leaves it out."""
+    """Mark one face ignored / not a face (``label --ignore-face ID``); clustering leaves it out.
+
+    ``ignored=False`` undoes it: the next ``cluster`` run (incremental is enough) places the face again."""
     with catalog.transaction() as conn:
         _face_row(conn, face_id)
         if ignored:
             conn.execute("UPDATE faces SET ignored = 1, cluster_id = NULL WHERE id = ?", [face_id])
         else:
-            conn.execute("UPDATE faces SET ignored = 0 WHERE id = ?", [face_id])
+            # Forget that clustering saw it (ignored, out of every cluster): the next plain run places it
+            # again, as a new face. A face that was not ignored keeps its state.
+            conn.execute("UPDATE faces SET ignored = 0, clustered_with = NULL WHERE id = ? AND ignored = 1", [face_id])
         _update_sizes(conn)
         return {"face": face_id, "ignored": ignored}
 
@@ -611,6 +670,9 @@ def ignore_cluster(catalog: Catalog, cluster_id: int, ignored: bool = True) -> d
 def list_people(catalog: Catalog, *, include_ignored: bool = False) -> list[dict[str, Any]]:
     """People (with their face and cluster counts) and then unnamed clusters, largest first.
 
+    ``include_ignored`` adds people whose faces are all ignored and every ignored cluster (a named one
+    carries its person's name).
+
         [{"kind": "person", "id": 1, "name": "Ada", "faces": 12, "clusters": [3]}, {"kind": "cluster", ...}]
     """
     records: list[dict[str, Any]] = []
@@ -618,15 +680,17 @@ def list_people(catalog: Catalog, *, include_ignored: bool = False) -> list[dict
         "SELECT p.id, p.name, (SELECT count(*) FROM faces f WHERE f.person_id = p.id AND f.ignored = 0) AS n "
         "FROM people p ORDER BY n DESC, p.name"
     ):
+        if n_faces == 0 and not include_ignored:
+            continue  # every face ignored (as `show` and `export` leave them out); --all lists them
         clusters = [int(r[0]) for r in catalog.db.execute(
             "SELECT id FROM clusters WHERE person_id = ? AND ignored = 0 ORDER BY size DESC", [pid]
         )]
         records.append({"kind": "person", "id": int(pid), "name": name, "faces": int(n_faces), "clusters": clusters})
-    sql = "SELECT id, size, ignored FROM clusters WHERE person_id IS NULL"
-    if not include_ignored:
-        sql += " AND ignored = 0"
-    for cid, size, ignored in catalog.db.execute(sql + " ORDER BY size DESC, id"):
-        record = {"kind": "cluster", "id": int(cid), "name": None, "faces": int(size), "clusters": [int(cid)]}
+    sql = "SELECT c.id, c.size, c.ignored, p.name FROM clusters c LEFT JOIN people p ON p.id = c.person_id WHERE "
+    # An ignored cluster is listed on its own with --all, named or not: its id is what --unignore-cluster takes.
+    sql += "(c.person_id IS NULL OR c.ignored = 1)" if include_ignored else "c.person_id IS NULL AND c.ignored = 0"
+    for cid, size, ignored, name in catalog.db.execute(sql + " ORDER BY c.size DESC, c.id"):
+        record = {"kind": "cluster", "id": int(cid), "name": name, "faces": int(size), "clusters": [int(cid)]}
         if include_ignored:
             record["ignored"] = bool(ignored)
         records.append(record)

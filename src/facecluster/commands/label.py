@@ -98,6 +98,8 @@ def command(
                 cluster = ignore_cluster if action == "ignore_cluster" else unignore_cluster
                 result = people.ignore_cluster(catalog, cluster, ignored=action == "ignore_cluster")  # type: ignore[arg-type]
                 message = f"cluster {cluster} {'ignored' if result['ignored'] else 'no longer ignored'} ({result['faces']} faces)"
+            if result.get("removed"):
+                message += f"; {result['removed']} has no faces left and is removed"
             run.stats = result
     if not quiet:
         click.echo(message, err=True)

@@ -8,7 +8,7 @@ from facecluster.commands.common import db_path, json_option, quiet_option
 
 
 @click.command()
-@click.option("--all", "include_ignored", is_flag=True, help="Also list ignored clusters.")
+@click.option("--all", "include_ignored", is_flag=True, help="Also list ignored clusters (named or not) and people whose faces are all ignored.")
 @json_option
 @quiet_option
 @click.pass_context
@@ -20,6 +20,7 @@ def command(ctx: click.Context, quiet: bool, include_ignored: bool, as_json: boo
     \b
     Example:
         facecluster people
+        facecluster people --all
         facecluster people --json | jq -r 'select(.kind == "cluster") | .id'
     """
     from facecluster.catalog import Catalog
