@@ -374,3 +374,16 @@ def test_folders_that_could_not_be_listed_are_not_taken_for_deleted(library: Pat
     monkeypatch.setattr(os, "scandir", scandir)
     detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
     assert catalog.db.execute("SELECT count(*) FROM files WHERE path LIKE '%/backup/%'").fetchone()[0] == 4
+
+
+def test_a_deleted_copy_outside_the_folders_walked_is_not_shown_as_the_photo(library: Path, tmp_path: Path) -> None:
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    backup = tmp_path / "backup"
+    shutil.copytree(library, backup)
+    detect_paths(catalog, [backup], FakeDetector(), crop=fake_crop)  # the photos' paths are now the copies
+    shutil.rmtree(backup)
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert report.skipped == len(LIBRARY)
+    paths = [r[0] for r in catalog.db.execute("SELECT path FROM photos UNION ALL SELECT path FROM files")]
+    assert all(Path(p).exists() for p in paths)

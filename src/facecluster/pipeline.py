@@ -450,6 +450,12 @@ class _Writer:
                 [new, *best[1:], old_face[0]],
             )
 
+    def relink(self, moves: Sequence[tuple[int, str, str]]) -> None:
+        """Point each photo at an existing path of it instead of a recorded one that is gone (and forget that)."""
+        for photo_id, path, gone in moves:
+            self.conn.execute("UPDATE photos SET path = ? WHERE id = ?", [path, photo_id])
+            self.conn.execute("DELETE FROM files WHERE path = ? AND photo_id = ?", [gone, photo_id])
+
     def prune_vanished(self, roots: Sequence[Path], found: set[str]) -> None:
         """Forget paths under the walked folders ``roots`` that are gone, where their photo has another path.
 
@@ -553,14 +559,15 @@ def detect_paths(
 
     # Unchanged files (same path, size and mtime, detected under this key) are skipped without hashing.
     done_files = {
-        row[0]: (row[1], row[2])
+        row[0]: (row[1], row[2], row[3], row[4])
         for row in conn.execute(
-            "SELECT f.path, f.size, f.mtime FROM files f JOIN photos p ON p.id = f.photo_id "
+            "SELECT f.path, f.size, f.mtime, p.id, p.path FROM files f JOIN photos p ON p.id = f.photo_id "
             "WHERE p.status = 'detected' AND p.detector = ? AND f.error IS NULL",
             [key],
         )
     }
     todo: list[Path] = []
+    relink: list[tuple[int, str, str]] = []  # (photo, an existing path of it, its recorded path that is gone)
     for path in files:
         previous = done_files.get(str(path))
         if previous is not None and not force:
@@ -571,12 +578,16 @@ def detect_paths(
             else:
                 if stat.st_size == previous[0] and stat.st_mtime == previous[1]:
                     report.skipped += 1
+                    # A photo also seen at another path (a copy) that is gone: point it here.
+                    if previous[3] != str(path) and not os.path.exists(previous[3]):
+                        relink.append((previous[2], str(path), previous[3]))
                     continue
         todo.append(path)
     progress("detect", report.skipped, len(files))
-    if walked:
+    if walked or relink:
         with catalog.transaction():
             writer.prune_vanished(walked, {str(path) for path in files})
+            writer.relink(relink)
     if not todo:
         return report
 
