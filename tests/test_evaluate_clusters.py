@@ -88,3 +88,29 @@ def test_read_truth_formats_and_errors(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(DataError, match="empty"):
         read_truth(empty)
+
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("path,identity\n")
+    with pytest.raises(DataError, match="no rows"):
+        read_truth(header_only)
+
+
+def test_nothing_scored_is_an_error_not_a_perfect_score(tmp_path: Path) -> None:
+    make_catalog(tmp_path / "c.db", tmp_path / "lib")
+    (tmp_path / "t").mkdir()
+    # Paths written relative to the wrong folder: they resolve under t/, where no photo of the catalog is.
+    wrong = tmp_path / "t" / "truth.csv"
+    wrong.write_text("path,identity\nlib/ada/ada_1.jpg,A\nlib/bob/bob_1.jpg,B\n")
+    faceless = tmp_path / "faceless.csv"
+    faceless.write_text("lib/bob/bob_3.jpg,B\n")
+    cases = {
+        "none of the 2 photos of the truth file is in the catalog": (tmp_path / "c.db", ["--truth", str(wrong)]),
+        "has no detected, non-ignored face": (tmp_path / "c.db", ["--truth", str(faceless)]),
+        "the catalog holds no photos": (tmp_path / "empty.db", ["--truth-from-folders"]),
+    }
+    for message, (db, args) in cases.items():
+        result = CliRunner().invoke(cli, ["--db", str(db), "evaluate", "clusters", "--json", *args])
+        assert result.exit_code == 1 and message in result.stderr, (message, result.output)
+        assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+    assert str(tmp_path / "t" / "lib" / "ada" / "ada_1.jpg") in CliRunner().invoke(
+        cli, ["--db", str(tmp_path / "c.db"), "evaluate", "clusters", "--truth", str(wrong)]).stderr

@@ -214,6 +214,39 @@ def test_command_prints_one_json_object_and_writes_the_roc(fake_lfw: tuple[Path,
     assert roc.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_unwritable_roc_is_refused_before_detection(fake_lfw: tuple[Path, Path], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.commands import evaluate_lfw as command_module
+
+    root, pairs_path = fake_lfw
+    started: list[str] = []
+    monkeypatch.setattr(command_module, "load_detector", lambda device, progress: started.append("detector"))
+    monkeypatch.setattr("facecluster.embed.load_embedder", lambda **kwargs: started.append("embedder"))
+    roc = tmp_path / "nonexistent-dir" / "roc.png"
+    result = CliRunner().invoke(cli, ["evaluate", "lfw", "--images", str(root), "--pairs", str(pairs_path),
+                                      "--roc", str(roc)])
+    assert result.exit_code == 1 and "does not exist" in result.stderr and result.stderr.count("\n") == 1
+    assert started == []
+
+
+def test_results_are_printed_before_the_roc_is_written(fake_lfw: tuple[Path, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.commands import evaluate_lfw as command_module
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "roc.png"))
+
+    root, pairs_path = fake_lfw
+    monkeypatch.setattr(command_module, "load_detector", lambda device, progress: FakeDetector())
+    monkeypatch.setattr(command_module, "read_image", read_rgb)
+    monkeypatch.setattr("facecluster.embed.load_embedder", lambda **kwargs: ColourEmbedder())
+    monkeypatch.setattr(ev, "write_roc_png", disk_full)
+    result = CliRunner().invoke(cli, ["evaluate", "lfw", "--images", str(root), "--pairs", str(pairs_path),
+                                      "--json", "--roc", str(tmp_path / "roc.png")])
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert json.loads(result.stdout)["pairs"] == 12 and "accuracy" in result.stderr  # the measurement survives
+
+
 def test_command_exits_3_when_pairs_are_skipped(fake_lfw: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from facecluster.commands import evaluate_lfw as command_module
 

@@ -21,7 +21,7 @@ from facecluster.models.inception_resnet_v1 import InceptionResnetV1
 from facecluster.models.model_file import load_model_file
 from facecluster.training import data as data_module
 from facecluster.training.data import DataReport, FaceSet, ValidationSet, load_catalog_dataset
-from facecluster.training.trainer import BaseModel, build_model, train
+from facecluster.training.trainer import BaseModel, TrainResult, build_model, train
 from tests.fakes import FakeFace
 
 SIZE = 80  # small crops keep the random-weight InceptionResnetV1 fast on two cores
@@ -317,3 +317,177 @@ def test_feature_cache_writes_each_chunk_once_and_survives_interruption() -> Non
     fourth = _CountingFeatures()
     assert torch.equal(run(fourth, n=5)[:, 0], expected[:5]) and fourth.seen == 5
     assert data_module._feature_cache([], crops[:0], fourth, "m", "k", True, "f").shape == (0, 2, 1792)
+
+
+# -- validation identities held out, errors before detection, interrupt hint ------------------------------------
+
+
+def _named_catalog(path: Path, names: list[str], per_person: int = 2) -> Path:
+    """A catalog whose people ``names`` have ``per_person`` faces with stored crops each."""
+    with Catalog.open(path) as catalog:
+        db = catalog.db
+        db["photos"].insert({"id": 1, "hash": "h", "path": "p.jpg", "size": 1, "mtime": 0.0, "added_at": now(),
+                             "updated_at": now()})
+        faces = _faces(n_ids=len(names), per_id=per_person)
+        for pid, name in enumerate(names, 1):
+            db["people"].insert({"id": pid, "name": name, "created_at": now()})
+        for crop, label in zip(faces.crops, faces.labels):
+            db["faces"].insert({"photo_id": 1, "x1": 0, "y1": 0, "x2": 1, "y2": 1, "probability": 1.0,
+                                "crop": data_module._encode_png(crop), "crop_format": "png",
+                                "person_id": int(label) + 1, "created_at": now()})
+    return path
+
+
+def test_catalog_dataset_holds_out_validation_identities_by_name(tmp_path: Path) -> None:
+    # Catalog names are typed by people ("john howard"); pairs use LFW folder names ("John_Howard").
+    db = _named_catalog(tmp_path / "c.db", ["john  howard", "Carlos Moya", "Ada", "Bob"])
+    with Catalog.open(db) as catalog:
+        got = load_catalog_dataset(catalog, exclude={"John_Howard", "Carlos_Moya", "Jiang_Zemin"})
+        assert got.names == ["Ada", "Bob"] and got.report.excluded_identities == 2
+        with pytest.raises(DataError, match="all 4 identities named in the catalog .* held out for validation"):
+            load_catalog_dataset(catalog, exclude={"John_Howard", "Carlos_Moya", "ada", "BOB"})
+
+
+def test_folder_dataset_whose_identities_are_all_held_out_says_so(tmp_path: Path, fake_pipeline: None) -> None:
+    lib = _library(tmp_path / "lib", n_ids=2)
+    with pytest.raises(DataError, match="all 2 identities of .* held out for validation"):
+        data_module.load_folder_dataset(lib, lambda: _CentreDetector(), _read, exclude={"Person_0", "person 1"})
+
+
+def _pairs_over(path: Path, names: list[str]) -> Path:
+    a, b = names[:2]
+    path.write_text(f"2\t1\n{a}\t1\t2\n{a}\t1\t{b}\t1\n{b}\t1\t2\n{b}\t2\t{a}\t2\n")
+    return path
+
+
+def test_cli_from_catalog_keeps_validation_identities_out(tmp_path: Path, fake_pipeline: None,
+                                                          weights_file: Path) -> None:
+    # The leak: every named person of the catalog is a validation identity, so nothing may be trained on.
+    lfw = _library(tmp_path / "lfw", n_ids=2)
+    db = _named_catalog(tmp_path / "c.db", ["Person 0", "person_1"])
+    args = ["--db", str(db), "train", "--from-catalog", "--weights", str(weights_file), "--out", str(tmp_path / "m"),
+            "--val-pairs", str(_pairs_over(tmp_path / "pairs.txt", ["Person_0", "Person_1"])), "--val-images",
+            str(lfw), "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "all 2 identities named in the catalog" in result.stderr, result.output
+
+
+_DONE = TrainResult("m.pt", "ab", "run", 1, 1, 32, "b", "semi-hard", 2, 6, 0, 1.0, 6.0)  # what a fake train returns
+
+
+@pytest.fixture
+def no_detection(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records any attempt to detect or load training data: the errors below must come before that."""
+    import facecluster.commands.train as train_command
+
+    calls: list[str] = []
+    monkeypatch.setattr(train_command, "_detector_factory", lambda device, progress: calls.append("detector"))
+    monkeypatch.setattr(data_module, "load_folder_dataset", lambda *a, **k: calls.append("data"))
+    monkeypatch.setattr(data_module, "load_validation_pairs", lambda *a, **k: calls.append("val"))
+    return calls
+
+
+def test_cli_option_and_weights_errors_come_before_detection(tmp_path: Path, no_detection: list[str],
+                                                             weights_file: Path) -> None:
+    lib = _library(tmp_path / "lib", n_ids=2)
+    base = ["train", "--data", str(lib), "--out", str(tmp_path / "m.pt"), "-q"]
+    w = ["--weights", str(weights_file)]
+    usage = {  # exit 2: the options themselves
+        "-P 0": w + ["-P", "0"], "-P 1": w + ["-P", "1"], "-P -2": w + ["-P", "-2"], "-K 1": w + ["-K", "1"],
+        "-K -3": w + ["-K", "-3"], "seed": w + ["--seed", "99999999999999999999"],
+        "scratch+freeze": ["--scratch", "--freeze-backbone"], "scratch+weights": w + ["--scratch"],
+    }
+    errors = {  # exit 1: what the options point at
+        "does not exist": ["--weights", str(tmp_path / "typo.pt")],
+        "FACECLUSTER_OFFLINE": [],  # the default vggface2, not in the (empty) cache, offline
+        "larger than the base embedding (512)": w + ["--dim", "600"],
+        "no checkpoint.pt": w + ["--resume", "--run-dir", str(tmp_path / "run")],
+    }
+    if not torch.cuda.is_available():
+        errors["CUDA"] = w + ["--amp"]
+        errors["torch.compile"] = w + ["--compile"]
+    runner = CliRunner()
+    for what, extra in usage.items():
+        result = runner.invoke(cli, base + extra)
+        assert result.exit_code == 2, (what, result.output)
+    for message, extra in errors.items():
+        result = runner.invoke(cli, base + extra)
+        assert result.exit_code == 1 and message in result.stderr, (message, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert no_detection == []
+    assert not (tmp_path / "run").exists()  # a refused --resume leaves no empty run folder behind
+
+
+def test_cli_scratch_ignores_weights_from_the_environment(tmp_path: Path, fake_pipeline: None,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+
+    seen: list[object] = []
+    monkeypatch.setattr(trainer, "train", lambda *a, base, **k: seen.append(base) or _DONE)
+    monkeypatch.setenv("FACECLUSTER_WEIGHTS", str(tmp_path / "somewhere.pt"))  # a default, not a --weights
+    lib = _library(tmp_path / "lib")
+    result = CliRunner().invoke(cli, ["train", "--data", str(lib), "--scratch", "--out", str(tmp_path / "m"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [b.name for b in seen] == ["scratch"]  # type: ignore[attr-defined]
+
+
+def test_weights_name_is_resolved_as_embed_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                base_state: dict) -> None:
+    from facecluster.commands.train import _base_model
+    from facecluster.reporting import null_progress
+
+    (tmp_path / "w").mkdir()
+    torch.save(base_state, tmp_path / "w" / "facenet-casia-webface.pt")
+    monkeypatch.setenv("FACECLUSTER_WEIGHTS_DIR", str(tmp_path / "w"))
+    monkeypatch.chdir(tmp_path)  # no file called casia-webface here: the name is a name
+    base = _base_model(Path("casia-webface"), False, null_progress)
+    assert base.state_dict is not None and torch.equal(base.state_dict["last_linear.weight"],
+                                                       base_state["last_linear.weight"])
+
+
+def test_interrupted_training_says_how_to_continue(tmp_path: Path, fake_pipeline: None, weights_file: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+
+    def interrupted(data: FaceSet, config: TrainConfig, *, run_dir: Path, **kw: object) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if config.epochs > 1:
+            (run_dir / "checkpoint.pt").write_bytes(b"epoch 1")  # one epoch finished before Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    lib = _library(tmp_path / "lib")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(lib), "--weights", str(weights_file), "--out", str(tmp_path / "m.pt"),
+            "--run-dir", str(run), "-q"]
+    result = CliRunner().invoke(cli, [*args, "--epochs", "2"])
+    assert result.exit_code == 130
+    assert f"--resume --run-dir {run}" in result.stderr and "catalog" not in result.stderr, result.stderr
+    result = CliRunner().invoke(cli, [*args, "--epochs", "1", "--run-dir", str(tmp_path / "fresh")])
+    assert result.exit_code == 130 and "nothing to resume" in result.stderr, result.stderr
+
+
+def test_messages_count_in_the_singular(tmp_path: Path, fake_pipeline: None, weights_file: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+    from facecluster.training.data import summary
+
+    report = DataReport(identities=2, faces=5, left_out_identities=["x"], unreadable=["a.jpg: bad"], no_face=1,
+                        excluded_identities=1)
+    line = summary(replace(_faces(2, 2), report=report), None)
+    assert line == ("2 identities, 5 faces (1 identity with < 2 faces left out, 1 unreadable image skipped, "
+                    "1 photo without a face); 1 identity of the validation pairs kept out of training")
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: _DONE)
+    result = CliRunner().invoke(cli, ["train", "--data", str(_library(tmp_path / "lib")), "--weights",
+                                      str(weights_file), "--out", "m.pt", "--epochs", "1"])
+    assert result.exit_code == 0 and "(32-d, 1 epoch)" in result.stderr, result.output
+
+
+def test_unreadable_examples_name_the_file_once(tmp_path: Path) -> None:
+    def truncated(path: Path) -> np.ndarray:
+        raise ImageError("truncated or corrupt image data", path.name)
+
+    (photo := tmp_path / "trunc.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    report = DataReport()
+    data_module.CropCache(lambda: _CentreDetector(), truncated, root=tmp_path / "c").crops([photo], report, False)
+    assert report.unreadable == [f"{photo}: truncated or corrupt image data"]

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from facecluster import __version__
-from facecluster.commands import load_command
+from facecluster.commands import INTERRUPT_HINT, load_command
 from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, FaceclusterError
 
 #: command name -> "module:attribute" under facecluster.commands
@@ -60,7 +60,9 @@ class LazyGroup(click.Group):
         except FaceclusterError as exc:
             raise click.ClickException(str(exc)) from exc
         except KeyboardInterrupt:
-            click.echo("Interrupted: the catalog is consistent; run the command again to resume.", err=True)
+            hint = ctx.meta.get(INTERRUPT_HINT)  # set by a command whose "again" means something else (train)
+            message = hint() if hint else "the catalog is consistent; run the command again to resume"
+            click.echo(f"Interrupted: {message}.", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise

@@ -66,7 +66,7 @@ def cluster_metrics(truth: np.ndarray, pred: np.ndarray) -> ClusterMetrics:
 
     Pairwise: precision = same-cluster pairs that share an identity / same-cluster pairs; recall =
     same-identity pairs put in one cluster / same-identity pairs (1.0 when there are no such pairs).
-    BCubed: per face, the share of its cluster with its identity (precision) and of its identity in its
+    Empty labels are a :class:`DataError` (nothing was measured). BCubed: per face, the share of its cluster with its identity (precision) and of its identity in its
     cluster (recall), averaged over faces. NMI uses the arithmetic mean of the entropies.
 
     >>> m = cluster_metrics(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1]))
@@ -78,11 +78,12 @@ def cluster_metrics(truth: np.ndarray, pred: np.ndarray) -> ClusterMetrics:
     if truth.shape != pred.shape or truth.ndim != 1:
         raise DataError(f"truth and prediction must be 1-d and of one length, got {truth.shape} and {pred.shape}")
     n = len(truth)
-    n_clusters = int(len(np.unique(pred[pred >= 0]))) if n else 0
+    if n == 0:
+        # Every score would be 0/0: reporting 1.0 would pass off "nothing measured" as a perfect result.
+        raise DataError("no faces to score: truth and prediction are empty")
+    n_clusters = int(len(np.unique(pred[pred >= 0])))
     n_unclustered = int((pred < 0).sum())
     t, p = _dense(truth), _dense(pred)
-    if n == 0:
-        return ClusterMetrics(0, 0, 0, 0, *([1.0] * 8))
     n_t, n_p = int(t.max()) + 1, int(p.max()) + 1
     key, nij = np.unique(t * n_p + p, return_counts=True)
     ti, pj = key // n_p, key % n_p
@@ -131,8 +132,8 @@ def cluster_metrics(truth: np.ndarray, pred: np.ndarray) -> ClusterMetrics:
 def read_truth(path: Path) -> dict[str, str]:
     """Read ``path,identity`` rows (CSV or TSV, optional header) into ``{resolved path: identity}``.
 
-    Relative photo paths are taken relative to the truth file's folder. Raises :class:`DataError`
-    for a missing file or a malformed row.
+    Relative photo paths are taken relative to the truth file's folder (not the current directory).
+    Raises :class:`DataError` for a missing or empty file or a malformed row.
 
     >>> import tempfile, os
     >>> f = Path(tempfile.mkdtemp()) / "t.tsv"; _ = f.write_text("path\\tidentity\\n/a/1.jpg\\tAda\\n")
@@ -158,6 +159,8 @@ def read_truth(path: Path) -> dict[str, str]:
         if not photo.is_absolute():
             photo = path.parent / photo
         truth[os.path.normpath(os.path.abspath(photo))] = row[1].strip()
+    if not truth:
+        raise DataError(f"truth file {path} has a header but no rows: expected rows 'path,identity'")
     return truth
 
 
@@ -180,6 +183,25 @@ class CatalogEvaluation:
         }
 
 
+def _nothing_scored(truth: dict[str, str] | None, photos: int, matched: int) -> DataError:
+    """Why no photo could be scored, in one line that says what to do."""
+    if not photos:
+        return DataError("the catalog holds no photos: run `facecluster cluster DIR` first")
+    if truth is not None and not truth:
+        return DataError("the truth has no rows: nothing to score")
+    if truth is not None and not matched:
+        first = next(iter(truth), "")
+        which = "the only photo" if len(truth) == 1 else f"none of the {len(truth)} photos"
+        return DataError(
+            f"{which} of the truth file is {'not ' if len(truth) == 1 else ''}in the catalog (the first: {first}); "
+            "relative paths in the truth file are read from the truth file's folder, not the current directory"
+        )
+    n = matched if truth is not None else photos
+    which = f"none of the {n} photos" if n > 1 else "the only photo"
+    where = " of the truth file in the catalog" if truth is not None else " in the catalog"
+    return DataError(f"{which}{where} has {'no' if n == 1 else 'a'} detected, non-ignored face: nothing to score")
+
+
 def evaluate_catalog(db: Database, truth: dict[str, str] | None = None) -> CatalogEvaluation:
     """Score the current clusters of a catalog; ``truth=None`` uses each photo's folder name.
 
@@ -187,9 +209,13 @@ def evaluate_catalog(db: Database, truth: dict[str, str] | None = None) -> Catal
     (LFW-style photos show their subject in the middle). Its predicted identity is its person when
     it has one (a person may span several clusters), else its cluster, else it stands alone.
 
+    Raises :class:`DataError` when no photo can be scored (none of the truth's photos is in the catalog,
+    or none of them has a face): metrics of nothing would read as a perfect score.
+
     >>> from facecluster.catalog import Catalog
-    >>> evaluate_catalog(Catalog.open(None).db, {}).photos_scored
-    0
+    >>> evaluate_catalog(Catalog.open(None).db, {"/a/1.jpg": "Ada"})
+    Traceback (most recent call last):
+    facecluster.errors.DataError: the catalog holds no photos: run `facecluster cluster DIR` first
     """
     rows = db.execute(
         """
@@ -222,6 +248,8 @@ def evaluate_catalog(db: Database, truth: dict[str, str] | None = None) -> Catal
         truth_of = {by_path[p]: ident for p, ident in truth.items() if p in by_path}
         missing = len(truth) - len(truth_of)
     scored = [pid for pid in truth_of if pid in best]
+    if not scored:
+        raise _nothing_scored(truth, len(paths), len(truth_of))
     labels: dict[str, int] = {}
     pred = np.array(
         [labels.setdefault(best[pid][1], len(labels)) if best[pid][1] else -1 for pid in scored], dtype=np.int64

@@ -6,6 +6,10 @@ import importlib
 
 import click
 
+#: ``ctx.meta`` key: a command may store a zero-argument callable there that returns what to tell the
+#: user after Ctrl-C (``cli`` prints "Interrupted: <hint>."); without one the catalog message is printed.
+INTERRUPT_HINT = "facecluster.interrupt_hint"
+
 
 def load_command(module_name: str, attr: str = "command") -> click.Command | None:
     """Import ``facecluster.commands.<module_name>`` and return its command; ``None`` if the module is absent.

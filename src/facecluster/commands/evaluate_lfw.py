@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,18 @@ def load_detector(device: str, progress: ProgressFn) -> Any:
     from facecluster.pipeline import load_detector as pipeline_detector
 
     return pipeline_detector(DetectConfig(), device=device, progress=progress)
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse an output file that cannot be written now, before minutes of detection rather than after.
+
+        check_writable(Path("/nonexistent/roc.png"), "--roc")   # DataError: folder does not exist
+    """
+    folder = path.parent  # a folder given as the file itself is Click's (dir_okay=False)
+    if not folder.is_dir():
+        raise DataError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise DataError(f"{option} {path}: permission denied, cannot write there")
 
 
 @click.command("lfw")
@@ -58,6 +71,8 @@ def command(images: Path, pairs: Path, weights: Path | None, model_path: Path | 
     if not images.is_dir():
         raise DataError(f"--images {images} is not a folder: give the LFW folder holding Name/Name_0001.jpg")
     pair_list = parse_pairs(pairs)
+    if roc is not None:
+        check_writable(roc, "--roc")
     config = replace(EmbedConfig(), flip=flip, margin=margin, align=align)
     with progress_bar(quiet) as progress:
         embedder = load_embedder(weights=weights, model_path=model_path, device=device, config=config,
@@ -65,11 +80,6 @@ def command(images: Path, pairs: Path, weights: Path | None, model_path: Path | 
         detector = load_detector(device, progress)
         report, distances, same = evaluate_lfw(images, pair_list, detector, embedder, read_image,
                                                subtract_mean=subtract_mean, progress=progress)
-    if roc is not None:
-        from facecluster.evaluate import roc_curve
-
-        title = f"LFW {100 * report.result.accuracy:.2f}% - {report.model_id}"
-        write_roc_png(roc, *roc_curve(distances, same), title=title)
     if as_json:
         emit_json(report.as_dict())
     if not quiet:
@@ -84,5 +94,10 @@ def command(images: Path, pairs: Path, weights: Path | None, model_path: Path | 
         if report.missing:
             click.echo(f"missing or unreadable: {', '.join(report.missing[:3])}"
                        + (" …" if len(report.missing) > 3 else ""), err=True)
+    if roc is not None:  # after the results: a failed write must not throw the measurement away
+        from facecluster.evaluate import roc_curve
+
+        title = f"LFW {100 * report.result.accuracy:.2f}% - {report.model_id}"
+        write_roc_png(roc, *roc_curve(distances, same), title=title)
     if report.skipped:
         click.get_current_context().exit(EXIT_PARTIAL)  # measured, but not on every pair

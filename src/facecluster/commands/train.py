@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import click
 
+from facecluster.commands import INTERRUPT_HINT
 from facecluster.commands.common import db_path, json_option, quiet_option
 from facecluster.commands.common import read_image as _read_rgb  # a seam: tests replace it
 from facecluster.config import DetectConfig, TrainConfig
@@ -29,22 +30,15 @@ def _detector_factory(device: str, progress: Any) -> Any:
 
 
 def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
+    """The starting point: random (``scratch``), or the state dict of ``--weights`` (a file or a weights
+    name such as ``casia-webface``, resolved as ``embed --weights`` does; default vggface2)."""
+    from facecluster.embed import embedder_source
     from facecluster.training.trainer import BaseModel
-    from facecluster.weights import (
-        KNOWN_SHA256,
-        check_embedding_state_dict,
-        load_state_dict,
-        resolve_weights,
-        weights_sha256,
-    )
+    from facecluster.weights import KNOWN_SHA256, check_embedding_state_dict, load_state_dict, weights_sha256
 
     if scratch:
-        if weights is not None:
-            raise DataError("give either --weights (fine-tune) or --scratch (random start), not both")
         return BaseModel(None, "scratch")
-    from facecluster.config import EmbedConfig
-
-    path = resolve_weights(EmbedConfig().weights, weights, progress=progress)
+    path = embedder_source(weights=weights, progress=progress).path
     state = load_state_dict(path)
     if state.get("format") == "facecluster-model":
         # Continue from a trained model: its state dict is the base (checked when the model is built).
@@ -53,6 +47,34 @@ def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
         check_embedding_state_dict(state, path)
     digest = weights_sha256(path)
     return BaseModel(state, f"{KNOWN_SHA256.get(digest, path.stem)}:{digest[:8]}")
+
+
+def _check_before_data(config: TrainConfig, base: Any, device: str, run_dir: Path, resume: bool) -> None:
+    """Refuse what ``train`` would refuse, before minutes of detection rather than after them."""
+    from facecluster.errors import ModelError
+    from facecluster.training.trainer import check_device
+
+    if (config.amp or config.compile) and check_device(device).type != "cuda":
+        raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
+    if config.head_init == "pca" and base.state_dict is not None:
+        layer = base.state_dict.get("last_linear.weight")
+        if layer is None:
+            raise ModelError("--head-init pca needs pretrained --weights with an embedding layer; "
+                             "use --head-init random")
+        if config.dim > layer.shape[0]:
+            raise ModelError(f"--dim {config.dim} is larger than the base embedding ({layer.shape[0]}): "
+                             "use --head-init random or a smaller --dim")
+    if resume and not (run_dir / "checkpoint.pt").is_file():
+        raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
+
+
+def _interrupt_hint(run_dir: Path) -> str:
+    """What to do after Ctrl-C: ``--resume`` once an epoch has been checkpointed; otherwise start again."""
+    if (run_dir / "checkpoint.pt").is_file():
+        return (f"the last finished epoch is saved in {run_dir}; continue with the same command plus "
+                f"--resume --run-dir {run_dir}")
+    return ("no epoch had finished, so there is nothing to resume; run the command again (the face crops and "
+            "features computed so far are cached)")
 
 
 @contextmanager
@@ -89,7 +111,8 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
               help="A folder with one sub-folder of photos per person (VGGFace2/CASIA/LFW layout).")
 @click.option("--from-catalog", is_flag=True, help="Train on the faces of the people named in the catalog.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), envvar="FACECLUSTER_WEIGHTS",
-              help="Pretrained InceptionResnetV1 state dict to start from (default: vggface2 from the cache).")
+              help="Pretrained InceptionResnetV1 state dict to start from: a file or a name (vggface2, "
+                   "casia-webface; default: vggface2 from the cache).")
 @click.option("--scratch", is_flag=True, help="Start from random weights instead of pretrained ones.")
 @click.option("--dim", type=click.IntRange(2, 4096), default=_DEFAULTS.dim, show_default=True,
               help="Size of the new embedding layer.")
@@ -103,15 +126,15 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
               show_default=True, help="How triplets are chosen inside each batch.")
 @click.option("--margin", type=click.FloatRange(0, 4, min_open=True), default=_DEFAULTS.margin, show_default=True,
               help="Triplet margin alpha on squared L2 distances.")
-@click.option("--batch-identities", "-P", type=int, default=_DEFAULTS.identities_per_batch, show_default=True,
-              help="Identities per batch (P).")
-@click.option("--batch-faces", "-K", type=int, default=_DEFAULTS.faces_per_identity, show_default=True,
+@click.option("--batch-identities", "-P", type=click.IntRange(2), default=_DEFAULTS.identities_per_batch,
+              show_default=True, help="Identities per batch (P).")
+@click.option("--batch-faces", "-K", type=click.IntRange(2), default=_DEFAULTS.faces_per_identity, show_default=True,
               help="Faces per identity in a batch (K).")
 @click.option("--optimizer", type=click.Choice(["adagrad", "adam", "adamw"]), default=_DEFAULTS.optimizer,
               show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=_DEFAULTS.lr, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(0), default=_DEFAULTS.weight_decay, show_default=True)
-@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_DEFAULTS.seed, show_default=True)
 @click.option("--device", default="cpu", show_default=True, envvar="FACECLUSTER_DEVICE", help="cpu, cuda or cuda:N.")
 @click.option("--amp", is_flag=True, help="bf16 mixed precision (CUDA only).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (CUDA only).")
@@ -144,7 +167,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
             --epochs 5 --out me.pt --val-pairs pairs.txt --val-images lfw/
         facecluster embed --model me.pt ~/Pictures
     """
-    from facecluster.output import emit_json
+    from facecluster.output import counted, emit_json
     from facecluster.paths import data_dir as user_data_dir
     from facecluster.training.data import load_catalog_dataset, load_folder_dataset, load_validation_pairs, summary
     from facecluster.training.trainer import check_device, train
@@ -155,6 +178,14 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
         raise click.UsageError("--val-pairs and --val-images go together")
     if resume and run_dir is None:
         raise click.UsageError("--resume needs the --run-dir of the run to continue")
+    if scratch and weights is not None:
+        if ctx.get_parameter_source("weights") is click.core.ParameterSource.ENVIRONMENT:
+            weights = None  # FACECLUSTER_WEIGHTS is a default for fine-tuning, not a contradiction
+        else:
+            raise click.UsageError("give either --weights (fine-tune) or --scratch (random start), not both")
+    if scratch and freeze_backbone:
+        raise click.UsageError("--freeze-backbone needs pretrained --weights, not --scratch: a random backbone "
+                               "would never learn")
     check_device(device)
     config = replace(
         TrainConfig(), dim=dim, margin=margin, epochs=epochs, identities_per_batch=batch_identities,
@@ -164,23 +195,26 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     )
     run_dir = run_dir or user_data_dir() / "runs" / datetime.now(timezone.utc).strftime("train-%Y%m%d-%H%M%S")
     args = {k: v for k, v in ctx.params.items()}
+    ctx.meta[INTERRUPT_HINT] = lambda: _interrupt_hint(run_dir)
     with _live(quiet) as (progress, on_step):
+        # Everything that can be refused is refused here, before detection (minutes to hours).
+        base = _base_model(weights, scratch, progress)
+        _check_before_data(config, base, device, run_dir, resume)
         detector = _detector_factory(device, progress)
         val = None
         if val_pairs is not None and val_images is not None:
             val = load_validation_pairs(val_images, val_pairs, detector, _read_rgb, progress=progress)
+        held_out = val.names if val else frozenset()
         if from_catalog:
             from facecluster.catalog import Catalog
 
             with Catalog.open(db_path(ctx)) as catalog:
-                data = load_catalog_dataset(catalog)
+                data = load_catalog_dataset(catalog, exclude=held_out)
         else:
             assert data_dir is not None
-            data = load_folder_dataset(data_dir, detector, _read_rgb, exclude=val.names if val else frozenset(),
-                                       progress=progress)
+            data = load_folder_dataset(data_dir, detector, _read_rgb, exclude=held_out, progress=progress)
         if not quiet:
             click.echo(f"Training on {summary(data, val)}", err=True)
-        base = _base_model(weights, scratch, progress)
         result = train(data, config, base=base, out=out, run_dir=run_dir, device=device, val=val, resume=resume,
                        args=args, progress=progress, on_step=on_step)
     if as_json:
@@ -192,5 +226,5 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
         tail = f", loss {last['loss']:.4f}, active {last['active_fraction']:.2f}" if "loss" in last else ""
         if "val_accuracy" in last:
             tail += f", val accuracy {100 * last['val_accuracy']:.2f}%"
-        click.echo(f"Wrote {result.out} ({result.dim}-d, {result.epochs} epochs{tail}); run folder {result.run_dir}",
-                   err=True)
+        click.echo(f"Wrote {result.out} ({result.dim}-d, {counted(result.epochs, 'epoch')}{tail}); "
+                   f"run folder {result.run_dir}", err=True)

@@ -149,7 +149,9 @@ class CropCache:
                     images.append(self.read_image(path))
                     kept.append((i, digest))
                 except (FaceclusterError, OSError) as exc:
-                    report.unreadable.append(f"{path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                    # ImageError's reason leaves out the file name, which the entry already starts with.
+                    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+                    report.unreadable.append(f"{path}: {reason.splitlines()[0]}")
             found = self._detector_once().detect(images) if images else []
             for (i, digest), image, faces in zip(kept, images, found):
                 folder = self.root / digest[:2]
@@ -316,12 +318,29 @@ def _finish(crops: list[np.ndarray], names_of: list[str], digests: list[str], ke
     )
 
 
+def identity_key(name: str) -> str:
+    """How an identity name is compared with the validation pairs' names: case, underscores and runs of
+    spaces do not matter, so a catalog person "john howard" is LFW's ``John_Howard``.
+
+        identity_key("John_Howard") == identity_key(" john  howard")   # True
+    """
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+def _held_out_error(n: int, where: str) -> DataError:
+    who, verb = ("the only identity", "appears in the validation pairs and is") if n == 1 else (
+        f"all {n} identities", "appear in the validation pairs and are")
+    return DataError(f"{who} {where} {verb} held out for validation: nothing is left to train on; "
+                     "validate on pairs over other people (or train without --val-pairs)")
+
+
 def load_folder_dataset(root: Path, detector_factory: DetectorFactory, read_image: ImageReader, *,
                         exclude: set[str] | frozenset[str] = frozenset(), cache_root: Path | None = None,
                         progress: ProgressFn = null_progress) -> FaceSet:
     """A folder per identity (``root/Name/*.jpg``: VGGFace2, CASIA-WebFace, LFW) -> a :class:`FaceSet`.
 
-    Identities named in ``exclude`` (e.g. those of the validation pairs) are left out and counted.
+    Identities named in ``exclude`` (e.g. those of the validation pairs; compared by :func:`identity_key`)
+    are left out and counted.
     Example: ``load_folder_dataset(Path("lfw"), lambda: load_detector(DetectConfig()), read_rgb)``.
     """
     if not root.is_dir():
@@ -329,14 +348,18 @@ def load_folder_dataset(root: Path, detector_factory: DetectorFactory, read_imag
     report = DataReport()
     paths: list[Path] = []
     owners: list[str] = []
-    for person in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if person.name in exclude:
+    held_out = {identity_key(n) for n in exclude}
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for person in folders:
+        if identity_key(person.name) in held_out:
             report.excluded_identities += 1
             continue
         for path in sorted(person.iterdir()):
             if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES and not path.name.startswith("."):
                 paths.append(path)
                 owners.append(person.name)
+    if not paths and folders and report.excluded_identities == len(folders):
+        raise _held_out_error(len(folders), f"of {root}")
     if not paths:
         raise DataError(f"no images found in {root}: expected one sub-folder of photos per person (root/Name/*.jpg)")
     cache = CropCache(detector_factory, read_image, root=cache_root)
@@ -354,10 +377,12 @@ def load_folder_dataset(root: Path, detector_factory: DetectorFactory, read_imag
     return _finish(crops, names_of, digests, cache.key, report, crop_settings()[0])
 
 
-def load_catalog_dataset(catalog: Any) -> FaceSet:
+def load_catalog_dataset(catalog: Any, *, exclude: set[str] | frozenset[str] = frozenset()) -> FaceSet:
     """The named people of a catalog: every non-ignored face with a person and a stored crop.
 
-    Example: ``with Catalog.open(db) as c: data = load_catalog_dataset(c)``.
+    People whose name is in ``exclude`` (the validation pairs' identities, compared by :func:`identity_key`:
+    "John Howard" is ``John_Howard``) are left out and counted.
+    Example: ``with Catalog.open(db) as c: data = load_catalog_dataset(c, exclude={"John_Howard"})``.
     """
     size = crop_settings()[0]
     rows = catalog.db.execute(
@@ -367,8 +392,16 @@ def load_catalog_dataset(catalog: Any) -> FaceSet:
     report = DataReport()
     if not rows:
         raise DataError("the catalog has no faces of named people: name some with `facecluster label` first")
+    held_out = {identity_key(n) for n in exclude}
+    people = {name for _, _, name in rows}
+    excluded = {name for name in people if identity_key(name) in held_out}
+    report.excluded_identities = len(excluded)
+    if excluded == people:
+        raise _held_out_error(len(people), "named in the catalog")
     crops, names_of, digests = [], [], []
     for face_id, blob, name in rows:
+        if name in excluded:
+            continue
         try:
             crops.append(_decode(blob, size))
         except (OSError, ValueError):
@@ -416,11 +449,15 @@ def load_validation_pairs(images: Path, pairs_path: Path, detector_factory: Dete
 
 def summary(data: FaceSet, val: ValidationSet | None) -> str:
     """One line for stderr: what the run trains and validates on."""
+    from facecluster.output import counted
+
     r = data.report
-    line = (f"{r.identities} identities, {r.faces} faces ({len(r.left_out_identities)} identities with < 2 faces "
-            f"left out, {len(r.unreadable)} unreadable images skipped, {r.no_face} photos without a face)")
+    line = (f"{counted(r.identities, 'identity', 'identities')}, {counted(r.faces, 'face')} "
+            f"({counted(len(r.left_out_identities), 'identity', 'identities')} with < 2 faces left out, "
+            f"{counted(len(r.unreadable), 'unreadable image')} skipped, {counted(r.no_face, 'photo')} without a face)")
     if r.excluded_identities:
-        line += f"; {r.excluded_identities} identities of the validation pairs kept out of training"
+        kept_out = counted(r.excluded_identities, "identity", "identities")
+        line += f"; {kept_out} of the validation pairs kept out of training"
     if val is not None:
-        line += f"; validating on {len(val.same)} pairs"
+        line += f"; validating on {counted(len(val.same), 'pair')}"
     return line
