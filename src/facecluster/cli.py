@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import click
 
 from facecluster import __version__
 from facecluster.commands import load_command
-from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, FaceclusterError
+from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, FaceclusterError
 
 #: command name -> "module:attribute" under facecluster.commands
 COMMANDS: dict[str, str] = {
@@ -59,9 +60,10 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except FaceclusterError as exc:
             raise click.ClickException(str(exc)) from exc
-        except KeyboardInterrupt:
-            click.echo("Interrupted: the catalog is consistent; run the command again to resume.", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            stopped = "Terminated" if isinstance(exc, Terminated) else "Interrupted"
+            click.echo(f"{stopped}: the catalog is consistent; run the command again to resume.", err=True)
+            ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except BrokenPipeError:
@@ -72,6 +74,17 @@ class LazyGroup(click.Group):
                 raise
             click.echo(f"Error: {_describe(exc)}", err=True)
             ctx.exit(EXIT_ERROR)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), raised like Ctrl-C's KeyboardInterrupt so a command stops the same way:
+    the batch in progress is rolled back and the run is recorded ``interrupted`` (``Catalog.run``)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Further TERMs are ignored: they must not cut short the rollback and the runs-row update.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
 
 
 def _describe(exc: Exception) -> str:
@@ -123,6 +136,8 @@ def cli(ctx: click.Context, db: Path | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # Here, not at import: the library (and tests calling `cli` in-process) keep Python's own handling.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         try:
             cli(prog_name="facecluster")

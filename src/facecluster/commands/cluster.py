@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+from facecluster.commands.common import (
+    db_path, force_option, json_option, model_options, quiet_option, recording_progress,
+)
 from facecluster.config import ClusterConfig
 from facecluster.errors import EXIT_PARTIAL
 
@@ -124,6 +126,7 @@ def command(
         args = {"paths": [str(p) for p in files], "full": full, "force": force, "config": config.__dict__}
         with catalog.run("cluster", args) as run:
             with progress_bar(quiet) as progress:
+                progress = recording_progress(progress, run.stats)
                 embedder = load_embedder(weights, model_path, device, embed_config, progress)
                 failed: list[Any] = []  # FileFailure of detect_paths
                 if files:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
+from facecluster.reporting import ProgressFn
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -69,3 +71,23 @@ def read_image(path: Path) -> Any:
     from facecluster.images import load_image
 
     return load_image(path, max_side=DetectConfig().max_side).pixels
+
+
+# -- how far a run got (Ctrl-C, SIGTERM) ------------------------------------------------------------
+
+
+def recording_progress(progress: ProgressFn, stats: dict[str, Any]) -> ProgressFn:
+    """``progress`` that also keeps each stage's latest count in ``stats["progress"]``.
+
+    The library reports a count after each committed batch, so a run cut short records in ``runs.stats``
+    how far it got; a command that finishes replaces the stats with its full report. Example::
+
+        progress = recording_progress(progress, run.stats)   # run.stats -> {"progress": {"detect": {"done": 32, "total": 90}}}
+    """
+    stages: dict[str, dict[str, int | None]] = stats.setdefault("progress", {})
+
+    def record(stage: str, done: int, total: int | None) -> None:
+        stages[stage] = {"done": done, "total": total}
+        progress(stage, done, total)
+
+    return record

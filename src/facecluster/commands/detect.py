@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from facecluster.commands.common import db_path, force_option, json_option, quiet_option
+from facecluster.commands.common import db_path, force_option, json_option, quiet_option, recording_progress
 from facecluster.errors import EXIT_PARTIAL
 
 
@@ -80,6 +80,7 @@ def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: boo
     with Catalog.open(db_path(ctx)) as catalog:
         with catalog.run("detect", {"paths": [str(p) for p in files], "force": force}) as run:
             with progress_bar(quiet) as progress:
+                progress = recording_progress(progress, run.stats)
                 report = detect_paths(
                     catalog, files, lambda: load_detector(DetectConfig(), device, progress),
                     config=DetectConfig(), crop_config=EmbedConfig(), force=force, progress=progress,

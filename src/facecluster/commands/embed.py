@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+from facecluster.commands.common import (
+    db_path, force_option, json_option, model_options, quiet_option, recording_progress,
+)
 from facecluster.config import PipelineConfig
 
 
@@ -46,6 +48,7 @@ def command(
     with Catalog.open(db_path(ctx)) as catalog:
         with catalog.run("embed", {"weights": weights, "model": model_path, "force": force}) as run:
             with progress_bar(quiet) as progress:
+                progress = recording_progress(progress, run.stats)
                 embedder = load_embedder(weights, model_path, device, EmbedConfig(), progress)
                 report = embed_pending(catalog, embedder, batch_size=batch_size, force=force, progress=progress)
             run.stats = report.to_dict()
