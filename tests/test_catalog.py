@@ -83,3 +83,16 @@ def test_models_and_vectors() -> None:
     assert float(((back - unit) ** 2).sum()) < 1e-3
     ids, X = catalog.load_embeddings("trained:1234abcd")
     assert ids.shape == (0,) and X.shape[0] == 0
+
+
+def test_a_read_only_catalog_or_folder_is_named_as_such(tmp_path: Path, enforced_permissions: None) -> None:
+    folder = tmp_path / "photos"
+    Catalog.open(folder / "c.db").close()  # closed cleanly: no c.db-wal or c.db-shm left
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(CatalogError, match=r"folder .*photos is not writable: SQLite needs to create c\.db-wal"):
+            Catalog.open(folder / "c.db")
+        with pytest.raises(CatalogError, match=r"^cannot create the catalog .*new\.db: the folder .*photos is not writable$"):
+            Catalog.open(folder / "sub" / "new.db")
+    finally:
+        folder.chmod(0o755)

@@ -141,3 +141,13 @@ def test_sigterm_stops_a_command_like_ctrl_c(tmp_path: Path) -> None:
     assert status == "interrupted"
     assert photos == 2  # the first batch only: the second was rolled back
     assert json.loads(stats)["progress"]["detect"] == {"done": 2, "total": 8}
+
+
+def test_a_read_only_catalog_is_one_line_that_says_so(tmp_path: Path, enforced_permissions: None) -> None:
+    db = tmp_path / "c.db"
+    Catalog.open(db).close()
+    db.chmod(0o400)  # readable: it opens, and the first write fails
+    result = CliRunner().invoke(cli, ["--db", str(db), "label", "--rename", "Ada", "Ada Lovelace"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: the catalog {db} is read-only: facecluster writes to it")
+    assert len(result.stderr.splitlines()) == 1

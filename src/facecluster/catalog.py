@@ -53,7 +53,7 @@ class Catalog:
                     os.close(fd)
                 conn = sqlite3.connect(str(file_path), timeout=BUSY_TIMEOUT_S)
             except (OSError, sqlite3.Error) as exc:
-                raise CatalogError(f"cannot open catalog {file_path}: {exc}") from exc
+                raise CatalogError(unwritable_reason(file_path) or f"cannot open catalog {file_path}: {exc}") from exc
             db = Database(conn)
         try:
             db.execute("PRAGMA foreign_keys = ON")
@@ -63,7 +63,10 @@ class Catalog:
             apply_migrations(db)
         except (sqlite3.DatabaseError, CatalogError) as exc:
             db.conn.close()
-            raise CatalogError(f"cannot use catalog {file_path or ':memory:'}: {exc}") from exc
+            # Turning on WAL and migrating write to the file and create FILE-wal/-shm: say which one SQLite
+            # could not write rather than its "attempt to write a readonly database".
+            reason = unwritable_reason(file_path) if file_path is not None and _is_write_refusal(exc) else None
+            raise CatalogError(reason or f"cannot use catalog {file_path or ':memory:'}: {exc}") from exc
         return cls(db, file_path)
 
     @contextmanager
@@ -189,3 +192,38 @@ def decode_vector(dim: int, dtype: str, scale: float | None, blob: bytes) -> np.
     if vector.shape[0] != dim:
         raise CatalogError(f"an embedding blob holds {vector.shape[0]} values, not {dim}")
     return vector.astype(np.float32)
+
+
+def _is_write_refusal(exc: BaseException) -> bool:
+    # SQLITE_READONLY* ("attempt to write a readonly database") or SQLITE_CANTOPEN ("unable to open ...").
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in str(exc) or "unable to open" in str(exc)
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why the catalog at ``path`` cannot be written, as one line, or None when nothing stands in the way.
+
+    Besides the file, SQLite (in WAL mode) creates ``NAME-wal`` and ``NAME-shm`` next to it, so its folder
+    must be writable too (unless both already exist and are writable)::
+
+        unwritable_reason(Path("/mnt/backup/photos.db"))   # 'the catalog /mnt/backup/photos.db is read-only: ...'
+    """
+    path = Path(path)
+    if not path.exists():
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"cannot create the catalog {path}: the folder {folder} is not writable"
+        return None
+    if not os.access(path, os.W_OK):
+        return (f"the catalog {path} is read-only: facecluster writes to it (make it writable, or copy it to a "
+                "writable folder and pass that copy with --db)")
+    sidecars = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    for sidecar in sidecars:
+        if sidecar.exists() and not os.access(sidecar, os.W_OK):
+            return f"the catalog's {sidecar} is read-only: make it writable (SQLite writes to it)"
+    if not all(s.exists() for s in sidecars) and not os.access(path.parent, os.W_OK | os.X_OK):
+        return (f"the catalog's folder {path.parent} is not writable: SQLite needs to create {path.name}-wal and "
+                f"{path.name}-shm next to {path.name} (make the folder writable, or move the catalog)")
+    return None

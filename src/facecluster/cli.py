@@ -72,7 +72,7 @@ class LazyGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if os.environ.get("FACECLUSTER_DEBUG"):
                 raise
-            click.echo(f"Error: {_describe(exc)}", err=True)
+            click.echo(f"Error: {_describe(exc, getattr(ctx.obj, 'db_path', None))}", err=True)
             ctx.exit(EXIT_ERROR)
 
 
@@ -87,8 +87,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _describe(exc: Exception) -> str:
-    """One line for an error no library code turned into a FaceclusterError.
+def _describe(exc: Exception, catalog: Path | None = None) -> str:
+    """One line for an error no library code turned into a FaceclusterError; ``catalog``: the --db path.
 
         _describe(NotADirectoryError(20, "Not a directory", "out/x"))   # 'Not a directory: out/x'
     """
@@ -97,6 +97,13 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return ("the catalog is busy: another facecluster command is writing to it; "
                 "run this one again when that one has finished")
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+        # The catalog opened for reading (a read-only file or folder), then a command tried to write.
+        from facecluster.catalog import unwritable_reason
+
+        return (catalog is not None and unwritable_reason(catalog)) or (
+            f"the catalog {catalog or ''} is not writable: check the permissions of the file and of its folder "
+            "(SQLite creates NAME-wal and NAME-shm next to it)")
     if isinstance(exc, OSError):
         # The file system said no (permissions, a full disk, a file where a folder should be): the
         # user's to fix, not a bug, so no "unexpected" and no traceback hint.
