@@ -60,6 +60,7 @@ def test_counted_agrees_in_number() -> None:
 def test_a_file_system_error_is_one_plain_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file where the export folder should go")
     out = tmp_path / "file" / "by-person"
+    Catalog.open(tmp_path / "c.db").close()  # export reads a catalog; it no longer makes an empty one
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "c.db"), "export", "--out", str(out)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: Not a directory: {out}\n"

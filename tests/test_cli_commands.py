@@ -247,6 +247,7 @@ def test_faces_csv_and_json(env: dict) -> None:
 
 
 def test_people_text_output(env: dict) -> None:
+    Catalog.open(env["db"]).close()  # an empty catalog (people no longer creates one)
     assert run(env, "people").exit_code == 0
     run(env, "cluster", str(env["root"]))
     out = run(env, "people").stdout
@@ -338,3 +339,14 @@ def test_a_finished_rerun_never_loads_the_embedding_network(env: dict, tmp_path:
     out = json.loads(again.stdout)
     assert out["detect"]["skipped"] == len(LIBRARY) and out["embed"]["embedded"] == 0
     assert out["cluster"]["faces"] == N_FACES
+
+
+@pytest.mark.parametrize("args", [["people"], ["faces"], ["label", "3", "Ada"], ["show", "--out", "{tmp}/site"],
+                                  ["export", "--out", "{tmp}/out"], ["forget", "Ada", "--yes"],
+                                  ["evaluate", "clusters", "--truth-from-folders"]])
+def test_commands_that_read_or_name_never_create_a_catalog(tmp_path: Path, args: list[str]) -> None:
+    db = tmp_path / "nonexist" / "dir" / "new.db"  # a mistyped --db
+    result = CliRunner().invoke(cli, ["--db", str(db), *(a.format(tmp=tmp_path) for a in args)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: no catalog at {db}: run facecluster cluster PHOTOS first\n"
+    assert not (tmp_path / "nonexist").exists()

@@ -36,8 +36,14 @@ class Catalog:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path | str | None) -> "Catalog":
-        """Open (creating if needed) the catalog at ``path``; ``None`` or ``":memory:"`` is in memory."""
+    def open(cls, path: Path | str | None, *, create: bool = True) -> "Catalog":
+        """Open the catalog at ``path``; ``None`` or ``":memory:"`` is in memory.
+
+        A missing file is created (with its folders) unless ``create=False``, for commands that only read or
+        name: a mistyped ``--db`` then gets an error instead of a new, empty catalog::
+
+            Catalog.open("photos.db", create=False)   # CatalogError: no catalog at photos.db: ...
+        """
         if path is None or str(path) == ":memory:":
             db = Database(memory=True)
             file_path = None
@@ -45,6 +51,8 @@ class Catalog:
             file_path = Path(path).expanduser()
             if file_path.is_dir():
                 raise CatalogError(f"catalog path {file_path} is a directory; give a file name such as photos.db")
+            if not create and not file_path.exists():
+                raise CatalogError(f"no catalog at {file_path}: run facecluster cluster PHOTOS first")
             try:
                 file_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 if not file_path.exists():

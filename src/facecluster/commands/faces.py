@@ -26,7 +26,7 @@ def command(ctx: click.Context, quiet: bool, as_csv: bool, person: str | None, c
     from facecluster.output import emit_csv, emit_jsonl
     from facecluster.people import FACE_FIELDS, iter_faces
 
-    with Catalog.open(db_path(ctx)) as catalog:
+    with Catalog.open(db_path(ctx), create=False) as catalog:
         records = iter_faces(catalog, person=person, cluster=cluster, include_ignored=include_ignored)
         if as_csv:
             emit_csv(records, FACE_FIELDS)

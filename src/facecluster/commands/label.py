@@ -68,7 +68,7 @@ def command(
     if action == "name":
         if len(cluster_and_name) != 2 or not cluster_and_name[0].isdigit():
             raise click.UsageError('name a cluster with: facecluster label CLUSTER NAME (e.g. label 3 "Ada")')
-    with Catalog.open(db_path(ctx)) as catalog:
+    with Catalog.open(db_path(ctx), create=False) as catalog:
         with catalog.run("label", {"action": action, "value": actions[action]}) as run:
             result: dict[str, Any]
             if action == "name":
