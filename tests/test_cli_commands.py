@@ -350,3 +350,40 @@ def test_commands_that_read_or_name_never_create_a_catalog(tmp_path: Path, args:
     assert result.exit_code == 1
     assert result.stderr == f"Error: no catalog at {db}: run facecluster cluster PHOTOS first\n"
     assert not (tmp_path / "nonexist").exists()
+
+
+@pytest.mark.parametrize("option", ["--threshold", "--min-probability"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf"])
+def test_cluster_refuses_a_float_that_is_not_finite(env: dict, option: str, value: str) -> None:
+    run(env, "cluster", str(env["root"]))
+    result = run(env, "cluster", option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.stderr
+    with Catalog.open(env["db"]) as catalog:  # nothing ran: the clusters are intact, no run recorded
+        assert catalog.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+        assert catalog.db.execute("SELECT count(*) FROM clusters").fetchone()[0] == 3
+
+
+def test_every_float_option_refuses_nan() -> None:
+    """Click's FloatRange lets NaN through: every float option uses the shared finite type instead."""
+    import click
+
+    from facecluster.commands.common import FiniteFloatRange
+
+    def commands(group: click.Group, ctx: click.Context, prefix: str = "") -> dict[str, click.Command]:
+        found: dict[str, click.Command] = {}
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            if isinstance(command, click.Group):
+                found.update(commands(command, ctx, f"{prefix}{name} "))
+            else:
+                found[prefix + name] = command
+        return found
+
+    floats = {(name, p.name): p.type for name, c in commands(cli, click.Context(cli)).items() for p in c.params
+              if isinstance(p.type, click.types.FloatParamType)}
+    assert ("cluster", "threshold") in floats and ("train", "lr") in floats
+    for (name, param), kind in floats.items():
+        assert isinstance(kind, FiniteFloatRange), f"{name} --{param}"
+        with pytest.raises(click.BadParameter, match="not a finite number"):
+            kind.convert("nan", None, None)

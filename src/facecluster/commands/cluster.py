@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from facecluster.commands.common import (
-    db_path, force_option, json_option, model_options, quiet_option, recording_progress,
+    FiniteFloatRange, db_path, force_option, json_option, model_options, quiet_option, recording_progress,
 )
 from facecluster.config import ClusterConfig
 from facecluster.errors import EXIT_PARTIAL
@@ -64,9 +64,9 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @model_options
 @click.option("--method", type=click.Choice(["agglomerative", "hdbscan"]), help=f"Clustering method [default: {_DEFAULT.method}].")
-@click.option("--threshold", type=click.FloatRange(0, 4), help=f"Squared L2 distance for average linkage [default: {_DEFAULT.threshold}].")
+@click.option("--threshold", type=FiniteFloatRange(0, 4), help=f"Squared L2 distance for average linkage [default: {_DEFAULT.threshold}].")
 @click.option("--min-cluster-size", type=click.IntRange(1), help=f"Smaller groups stay unclustered [default: {_DEFAULT.min_cluster_size}].")
-@click.option("--min-probability", type=click.FloatRange(0, 1), help=f"Leave out faces detected with a lower probability [default: {_DEFAULT.min_probability}].")
+@click.option("--min-probability", type=FiniteFloatRange(0, 1), help=f"Leave out faces detected with a lower probability [default: {_DEFAULT.min_probability}].")
 @click.option("--min-face-size", type=click.IntRange(0), help=f"Leave out faces whose box is smaller, in pixels [default: {_DEFAULT.min_face_px}].")
 @click.option("--full", is_flag=True, help="Re-cluster every face (names and corrections are kept).")
 @force_option

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -91,3 +92,20 @@ def recording_progress(progress: ProgressFn, stats: dict[str, Any]) -> ProgressF
         progress(stage, done, total)
 
     return record
+
+
+# -- finite numbers for float options -------------------------------------------------------------------
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf``: Click lets NaN through every range (all
+    its comparisons are false), and a NaN threshold would wipe every cluster and write invalid JSON to ``runs``.
+
+        @click.option("--threshold", type=FiniteFloatRange(0, 4))   # --threshold nan -> usage error, exit 2
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
