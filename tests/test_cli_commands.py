@@ -387,3 +387,19 @@ def test_every_float_option_refuses_nan() -> None:
         assert isinstance(kind, FiniteFloatRange), f"{name} --{param}"
         with pytest.raises(click.BadParameter, match="not a finite number"):
             kind.convert("nan", None, None)
+
+
+@pytest.mark.parametrize("command", ["detect", "cluster"])
+def test_an_unreadable_file_named_explicitly_is_a_recorded_failure(env: dict, command: str,
+                                                                   enforced_permissions: None) -> None:
+    locked = env["root"] / "2020" / "a1.png"
+    locked.chmod(0o000)
+    try:
+        result = run(env, command, str(locked), str(env["root"] / "2021" / "c1.png"))
+    finally:
+        locked.chmod(0o644)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert f"failed: {locked}: " in result.stderr and "Permission denied" in result.stderr
+    with Catalog.open(env["db"]) as catalog:  # the other file was detected; the run is partial
+        assert catalog.db.execute("SELECT count(*) FROM photos WHERE status = 'detected'").fetchone()[0] == 1
+        assert catalog.db.execute("SELECT status FROM runs").fetchall() == [("partial",)]

@@ -61,7 +61,9 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+# readable=False: an unreadable file is a recorded failure (exit 3), as inside a folder, not a usage error
+# that stops every other path.
+@click.argument("paths", nargs=-1, type=click.Path(readable=False, path_type=Path))
 @model_options
 @click.option("--method", type=click.Choice(["agglomerative", "hdbscan"]), help=f"Clustering method [default: {_DEFAULT.method}].")
 @click.option("--threshold", type=FiniteFloatRange(0, 4), help=f"Squared L2 distance for average linkage [default: {_DEFAULT.threshold}].")

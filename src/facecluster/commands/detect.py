@@ -52,7 +52,9 @@ def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+# readable=False: an unreadable file is a recorded failure (exit 3), as inside a folder, not a usage error
+# that stops every other path.
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False, path_type=Path))
 @click.option("--device", default="cpu", show_default=True, envvar="FACECLUSTER_DEVICE", help="Torch device: cpu, cuda or cuda:N.")
 @force_option
 @quiet_option
