@@ -403,3 +403,17 @@ def test_an_unreadable_file_named_explicitly_is_a_recorded_failure(env: dict, co
     with Catalog.open(env["db"]) as catalog:  # the other file was detected; the run is partial
         assert catalog.db.execute("SELECT count(*) FROM photos WHERE status = 'detected'").fetchone()[0] == 1
         assert catalog.db.execute("SELECT status FROM runs").fetchall() == [("partial",)]
+
+
+@pytest.mark.parametrize("command", [["embed"], ["cluster"]])
+def test_a_face_that_cannot_be_embedded_is_listed_and_the_run_is_partial(env: dict, command: list[str]) -> None:
+    run(env, "detect", str(env["root"]))
+    with Catalog.open(env["db"]) as catalog, catalog.transaction() as conn:
+        conn.execute("UPDATE faces SET crop = ? WHERE id = 3", [b"not an image"])
+    result = run(env, *command)  # no --json: the failure must still be shown
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert "failed: face 3: stored crop unreadable: not a JPEG or PNG image (12 bytes)\n" in result.stderr
+    assert "object at 0x" not in result.stderr
+    with Catalog.open(env["db"]) as catalog:
+        assert catalog.db.execute("SELECT command, status FROM runs ORDER BY id").fetchall()[-1] == (command[0], "partial")
+        assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == N_FACES - 1

@@ -104,6 +104,7 @@ def command(
     """
     from facecluster.catalog import Catalog
     from facecluster.commands.detect import collect_paths, warn_if_no_files
+    from facecluster.commands.embed import print_embed_failures
     from facecluster.config import DetectConfig, EmbedConfig
     from facecluster.output import emit_json
     from facecluster.people import cluster_catalog, list_people
@@ -144,15 +145,16 @@ def command(
             result["cluster"] = report.to_dict()
             run.stats = {"detect": {k: v for k, v in result.get("detect", {}).items() if k != "failed"},
                          "embed": result["embed"], "cluster": result["cluster"]}
-            run.status = "partial" if failed else "ok"
+            run.status = "partial" if failed or result["embed"]["failed"] else "ok"
             people = list_people(catalog)
     result["clusters"] = people
     if not quiet:
         _summary(result, people[:10])
     print_failures(failed)
+    print_embed_failures(result["embed"]["failed"])
     if files:
         warn_if_no_files(detected, files, quiet)
     if as_json:
         emit_json(result)
-    if failed:
+    if failed or result["embed"]["failed"]:
         ctx.exit(EXIT_PARTIAL)
