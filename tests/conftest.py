@@ -34,3 +34,20 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
                  "FACECLUSTER_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FACECLUSTER_OFFLINE", "1")  # tests never touch the network
+
+
+@pytest.fixture()
+def enforced_permissions(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Skip the test where file permissions do not bind (root, CAP_DAC_OVERRIDE): chmod cannot stop it.
+
+    Run such tests as a user, or as root with `setpriv --bounding-set -dac_override,-dac_read_search -- pytest`.
+    """
+    probe = tmp_path_factory.mktemp("permissions") / "read-only"
+    probe.write_text("")
+    probe.chmod(0o444)
+    try:
+        with open(probe, "a"):
+            pass
+    except PermissionError:
+        return
+    pytest.skip("file permissions are not enforced for this user (root): chmod cannot make a file read-only")

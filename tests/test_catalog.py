@@ -93,3 +93,16 @@ def test_unreadable_run_arguments_count_as_no_previous_run(args: str) -> None:
     assert catalog.last_run_args("cluster") == {"full": False}
     catalog.db.execute("UPDATE runs SET args = ?", [args])
     assert catalog.last_run_args("cluster") is None
+
+
+def test_a_read_only_catalog_or_folder_is_named_as_such(tmp_path: Path, enforced_permissions: None) -> None:
+    folder = tmp_path / "photos"
+    Catalog.open(folder / "c.db").close()  # closed cleanly: no c.db-wal or c.db-shm left
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(CatalogError, match=r"folder .*photos is not writable: SQLite needs to create c\.db-wal"):
+            Catalog.open(folder / "c.db")
+        with pytest.raises(CatalogError, match=r"^cannot create the catalog .*new\.db: the folder .*photos is not writable$"):
+            Catalog.open(folder / "sub" / "new.db")
+    finally:
+        folder.chmod(0o755)

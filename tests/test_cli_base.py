@@ -60,6 +60,7 @@ def test_counted_agrees_in_number() -> None:
 def test_a_file_system_error_is_one_plain_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file where the export folder should go")
     out = tmp_path / "file" / "by-person"
+    Catalog.open(tmp_path / "c.db").close()  # export reads a catalog; it no longer makes an empty one
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "c.db"), "export", "--out", str(out)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: Not a directory: {out}\n"
@@ -83,4 +84,71 @@ def test_a_busy_catalog_is_one_line_that_says_so(tmp_path: Path, monkeypatch) ->
         other.close()
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: the catalog is busy: another facecluster command is writing")
+    assert len(result.stderr.splitlines()) == 1
+
+
+_SLOW_DETECT = """
+import sys, time
+from pathlib import Path
+from facecluster import cli, pipeline
+from facecluster.config import PipelineConfig
+from tests.fakes import FakeDetector, fake_crop
+
+busy, db, photos = sys.argv[1:]
+
+class Slow(FakeDetector):
+    def detect(self, images):
+        if self.calls == 1:  # the second batch: tell the test, then hang until the signal comes
+            Path(busy).write_text("busy")
+            time.sleep(60)
+        return super().detect(images)
+
+pipeline.load_detector = lambda *a, **k: Slow()
+pipeline.default_crop = lambda: fake_crop
+pipeline.detect_paths.__kwdefaults__["pipeline"] = PipelineConfig(batch_size=2, workers=1)
+sys.argv = ["facecluster", "--db", db, "detect", photos]
+cli.main()
+"""
+
+
+def test_sigterm_stops_a_command_like_ctrl_c(tmp_path: Path) -> None:
+    """`kill PID`: the batch in progress is rolled back, the run recorded `interrupted` with how far it got."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.fakes import make_library
+
+    root = Path(__file__).resolve().parent.parent
+    make_library(tmp_path / "photos")
+    busy, db = tmp_path / "busy", tmp_path / "c.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_DETECT, str(busy), str(db), str(tmp_path / "photos")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not busy.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert busy.exists(), "the command never reached its second batch"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()
+    assert err.decode() == "Terminated: the catalog is consistent; run the command again to resume.\n"
+    with Catalog.open(db) as catalog:
+        (status, stats), = catalog.db.execute("SELECT status, stats FROM runs").fetchall()
+        photos = catalog.db.execute("SELECT count(*) FROM photos").fetchone()[0]
+    assert status == "interrupted"
+    assert photos == 2  # the first batch only: the second was rolled back
+    assert json.loads(stats)["progress"]["detect"] == {"done": 2, "total": 8}
+
+
+def test_a_read_only_catalog_is_one_line_that_says_so(tmp_path: Path, enforced_permissions: None) -> None:
+    db = tmp_path / "c.db"
+    Catalog.open(db).close()
+    db.chmod(0o400)  # readable: it opens, and the first write fails
+    result = CliRunner().invoke(cli, ["--db", str(db), "label", "--rename", "Ada", "Ada Lovelace"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: the catalog {db} is read-only: facecluster writes to it")
     assert len(result.stderr.splitlines()) == 1

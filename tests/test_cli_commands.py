@@ -247,6 +247,7 @@ def test_faces_csv_and_json(env: dict) -> None:
 
 
 def test_people_text_output(env: dict) -> None:
+    Catalog.open(env["db"]).close()  # an empty catalog (people no longer creates one)
     assert run(env, "people").exit_code == 0
     run(env, "cluster", str(env["root"]))
     out = run(env, "people").stdout
@@ -364,12 +365,14 @@ def test_ids_that_are_not_catalog_ids_are_usage_errors(tmp_path: Path, args: lis
 
 
 def test_the_largest_id_is_accepted(tmp_path: Path) -> None:
+    Catalog.open(tmp_path / "catalog.db").close()  # label never creates a catalog
     result = CliRunner().invoke(cli, ["--db", str(tmp_path / "catalog.db"), "label", "--reject", str(2**63 - 1)])
     assert result.exit_code == 1 and "no face 9223372036854775807" in result.stderr
 
 
 @pytest.mark.parametrize("fmt", [[], ["--csv"]])
 def test_faces_of_an_unknown_cluster_is_an_error_like_an_unknown_person(tmp_path: Path, fmt: list[str]) -> None:
+    Catalog.open(tmp_path / "catalog.db").close()  # faces never creates a catalog
     db = ["--db", str(tmp_path / "catalog.db")]
     for option, value in (("--cluster", "99"), ("--person", "Nobody")):
         result = CliRunner().invoke(cli, [*db, "faces", option, value, *fmt])
@@ -438,3 +441,81 @@ def test_a_name_with_a_newline_or_nothing_visible_is_a_one_line_error(env: dict)
         assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith("Error: a person's name") and reason in result.stderr
     assert [r for r in people_by_kind(env) if r["kind"] == "person"] == []
+
+
+@pytest.mark.parametrize("args", [["people"], ["faces"], ["label", "3", "Ada"], ["show", "--out", "{tmp}/site"],
+                                  ["export", "--out", "{tmp}/out"], ["forget", "Ada", "--yes"],
+                                  ["evaluate", "clusters", "--truth-from-folders"]])
+def test_commands_that_read_or_name_never_create_a_catalog(tmp_path: Path, args: list[str]) -> None:
+    db = tmp_path / "nonexist" / "dir" / "new.db"  # a mistyped --db
+    result = CliRunner().invoke(cli, ["--db", str(db), *(a.format(tmp=tmp_path) for a in args)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: no catalog at {db}: run facecluster cluster PHOTOS first\n"
+    assert not (tmp_path / "nonexist").exists()
+
+
+@pytest.mark.parametrize("option", ["--threshold", "--min-probability"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf"])
+def test_cluster_refuses_a_float_that_is_not_finite(env: dict, option: str, value: str) -> None:
+    run(env, "cluster", str(env["root"]))
+    result = run(env, "cluster", option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.stderr
+    with Catalog.open(env["db"]) as catalog:  # nothing ran: the clusters are intact, no run recorded
+        assert catalog.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+        assert catalog.db.execute("SELECT count(*) FROM clusters").fetchone()[0] == 3
+
+
+def test_every_float_option_refuses_nan() -> None:
+    """Click's FloatRange lets NaN through: every float option uses the shared finite type instead."""
+    import click
+
+    from facecluster.commands.common import FiniteFloatRange
+
+    def commands(group: click.Group, ctx: click.Context, prefix: str = "") -> dict[str, click.Command]:
+        found: dict[str, click.Command] = {}
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            if isinstance(command, click.Group):
+                found.update(commands(command, ctx, f"{prefix}{name} "))
+            else:
+                found[prefix + name] = command
+        return found
+
+    floats = {(name, p.name): p.type for name, c in commands(cli, click.Context(cli)).items() for p in c.params
+              if isinstance(p.type, click.types.FloatParamType)}
+    assert ("cluster", "threshold") in floats and ("train", "lr") in floats
+    for (name, param), kind in floats.items():
+        assert isinstance(kind, FiniteFloatRange), f"{name} --{param}"
+        with pytest.raises(click.BadParameter, match="not a finite number"):
+            kind.convert("nan", None, None)
+
+
+@pytest.mark.parametrize("command", ["detect", "cluster"])
+def test_an_unreadable_file_named_explicitly_is_a_recorded_failure(env: dict, command: str,
+                                                                   enforced_permissions: None) -> None:
+    locked = env["root"] / "2020" / "a1.png"
+    locked.chmod(0o000)
+    try:
+        result = run(env, command, str(locked), str(env["root"] / "2021" / "c1.png"))
+    finally:
+        locked.chmod(0o644)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert f"failed: {locked}: " in result.stderr and "Permission denied" in result.stderr
+    with Catalog.open(env["db"]) as catalog:  # the other file was detected; the run is partial
+        assert catalog.db.execute("SELECT count(*) FROM photos WHERE status = 'detected'").fetchone()[0] == 1
+        assert catalog.db.execute("SELECT status FROM runs").fetchall() == [("partial",)]
+
+
+@pytest.mark.parametrize("command", [["embed"], ["cluster"]])
+def test_a_face_that_cannot_be_embedded_is_listed_and_the_run_is_partial(env: dict, command: list[str]) -> None:
+    run(env, "detect", str(env["root"]))
+    with Catalog.open(env["db"]) as catalog, catalog.transaction() as conn:
+        conn.execute("UPDATE faces SET crop = ? WHERE id = 3", [b"not an image"])
+    result = run(env, *command)  # no --json: the failure must still be shown
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert "failed: face 3: stored crop unreadable: not a JPEG or PNG image (12 bytes)\n" in result.stderr
+    assert "object at 0x" not in result.stderr
+    with Catalog.open(env["db"]) as catalog:
+        assert catalog.db.execute("SELECT command, status FROM runs ORDER BY id").fetchall()[-1] == (command[0], "partial")
+        assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == N_FACES - 1

@@ -197,6 +197,17 @@ def test_crop_round_trip(fmt: str) -> None:
         assert (out == crop).all()
 
 
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_a_damaged_crop_is_one_plain_line(fmt: str) -> None:
+    from facecluster.errors import ImageError
+
+    blob = encode_crop(np.full((160, 160, 3), 90, dtype=np.uint8), PipelineConfig(crop_format=fmt))
+    for damaged in (b"junk", blob[: len(blob) // 2]):
+        with pytest.raises(ImageError) as info:
+            decode_crop(damaged)
+        assert "\n" not in str(info.value) and "object at 0x" not in str(info.value)
+
+
 def test_read_path_list() -> None:
     assert read_path_list(["a.jpg\n", "\n", "b c.png\r\n"]) == [Path("a.jpg"), Path("b c.png")]
 

@@ -88,6 +88,35 @@ def test_offline_fails_at_once_naming_the_file_and_the_place() -> None:
         w.resolve_weights("resnet")
 
 
+def test_the_advice_for_a_missing_file_fits_the_file() -> None:
+    """detect has no --weights option: the MTCNN files' hint names only the places it looks."""
+    with pytest.raises(WeightsError) as info:
+        w.resolve_weights("pnet")
+    assert "--weights" not in str(info.value)
+    assert str(cache_dir() / "weights" / "pnet.pt") in str(info.value) and "FACECLUSTER_WEIGHTS_DIR" in str(info.value)
+    with pytest.raises(WeightsError, match="pass its path with --weights"):
+        w.resolve_weights("vggface2")
+
+
+def test_only_a_cached_file_is_called_corrupt_and_to_be_deleted(tmp_path: Path) -> None:
+    """`embed --weights photo.jpg`: the user's own file is never to be deleted; a broken cache entry is."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
+    for mine in (photo, tmp_path / "empty.pt"):
+        mine.touch()
+        with pytest.raises(WeightsError) as info:
+            w.load_state_dict(mine)
+        assert "delete" not in str(info.value) and "download" not in str(info.value) and "corrupt" not in str(info.value)
+    cached = cache_dir() / "weights" / w.WEIGHT_FILES["vggface2"].filename
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04broken zip")
+    with pytest.raises(WeightsError, match=r"^cached weights file .* is corrupt \(.*\): delete it and download it again$"):
+        w.load_state_dict(cached)
+    cached.write_bytes(b"")
+    with pytest.raises(WeightsError, match="is empty: delete it and download it again"):
+        w.load_state_dict(cached)
+
+
 def test_download_verifies_sha256_reports_progress_and_caches(served: tuple[str, Path],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     url, root = served
@@ -187,7 +216,7 @@ def test_load_state_dict_refuses_truncated_and_non_dict_files(tmp_path: Path) ->
     assert torch.equal(w.load_state_dict(good)["a"], torch.arange(1000))
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[:300])
-    with pytest.raises(WeightsError, match="corrupt"):
+    with pytest.raises(WeightsError, match="is not a PyTorch state dict"):  # a file of the user's: not "corrupt"
         w.load_state_dict(cut)
     listed = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], listed)

@@ -36,8 +36,14 @@ class Catalog:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path | str | None) -> "Catalog":
-        """Open (creating if needed) the catalog at ``path``; ``None`` or ``":memory:"`` is in memory."""
+    def open(cls, path: Path | str | None, *, create: bool = True) -> "Catalog":
+        """Open the catalog at ``path``; ``None`` or ``":memory:"`` is in memory.
+
+        A missing file is created (with its folders) unless ``create=False``, for commands that only read or
+        name: a mistyped ``--db`` then gets an error instead of a new, empty catalog::
+
+            Catalog.open("photos.db", create=False)   # CatalogError: no catalog at photos.db: ...
+        """
         if path is None or str(path) == ":memory:":
             db = Database(memory=True)
             file_path = None
@@ -45,6 +51,8 @@ class Catalog:
             file_path = Path(path).expanduser()
             if file_path.is_dir():
                 raise CatalogError(f"catalog path {file_path} is a directory; give a file name such as photos.db")
+            if not create and not file_path.exists():
+                raise CatalogError(f"no catalog at {file_path}: run facecluster cluster PHOTOS first")
             try:
                 file_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 if not file_path.exists():
@@ -53,7 +61,7 @@ class Catalog:
                     os.close(fd)
                 conn = sqlite3.connect(str(file_path), timeout=BUSY_TIMEOUT_S)
             except (OSError, sqlite3.Error) as exc:
-                raise CatalogError(f"cannot open catalog {file_path}: {exc}") from exc
+                raise CatalogError(unwritable_reason(file_path) or f"cannot open catalog {file_path}: {exc}") from exc
             db = Database(conn)
         try:
             db.execute("PRAGMA foreign_keys = ON")
@@ -63,7 +71,10 @@ class Catalog:
             apply_migrations(db)
         except (sqlite3.DatabaseError, CatalogError) as exc:
             db.conn.close()
-            raise CatalogError(f"cannot use catalog {file_path or ':memory:'}: {exc}") from exc
+            # Turning on WAL and migrating write to the file and create FILE-wal/-shm: say which one SQLite
+            # could not write rather than its "attempt to write a readonly database".
+            reason = unwritable_reason(file_path) if file_path is not None and _is_write_refusal(exc) else None
+            raise CatalogError(reason or f"cannot use catalog {file_path or ':memory:'}: {exc}") from exc
         return cls(db, file_path)
 
     @contextmanager
@@ -201,3 +212,38 @@ def decode_vector(dim: int, dtype: str, scale: float | None, blob: bytes) -> np.
     if vector.shape[0] != dim:
         raise CatalogError(f"an embedding blob holds {vector.shape[0]} values, not {dim}")
     return vector.astype(np.float32)
+
+
+def _is_write_refusal(exc: BaseException) -> bool:
+    # SQLITE_READONLY* ("attempt to write a readonly database") or SQLITE_CANTOPEN ("unable to open ...").
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in str(exc) or "unable to open" in str(exc)
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why the catalog at ``path`` cannot be written, as one line, or None when nothing stands in the way.
+
+    Besides the file, SQLite (in WAL mode) creates ``NAME-wal`` and ``NAME-shm`` next to it, so its folder
+    must be writable too (unless both already exist and are writable)::
+
+        unwritable_reason(Path("/mnt/backup/photos.db"))   # 'the catalog /mnt/backup/photos.db is read-only: ...'
+    """
+    path = Path(path)
+    if not path.exists():
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"cannot create the catalog {path}: the folder {folder} is not writable"
+        return None
+    if not os.access(path, os.W_OK):
+        return (f"the catalog {path} is read-only: facecluster writes to it (make it writable, or copy it to a "
+                "writable folder and pass that copy with --db)")
+    sidecars = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    for sidecar in sidecars:
+        if sidecar.exists() and not os.access(sidecar, os.W_OK):
+            return f"the catalog's {sidecar} is read-only: make it writable (SQLite writes to it)"
+    if not all(s.exists() for s in sidecars) and not os.access(path.parent, os.W_OK | os.X_OK):
+        return (f"the catalog's folder {path.parent} is not writable: SQLite needs to create {path.name}-wal and "
+                f"{path.name}-shm next to {path.name} (make the folder writable, or move the catalog)")
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import click
 
 from facecluster import __version__
 from facecluster.commands import INTERRUPT_HINT, load_command
-from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, FaceclusterError
+from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, FaceclusterError
 
 #: command name -> "module:attribute" under facecluster.commands
 COMMANDS: dict[str, str] = {
@@ -59,11 +60,12 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except FaceclusterError as exc:
             raise click.ClickException(str(exc)) from exc
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            stopped = "Terminated" if isinstance(exc, Terminated) else "Interrupted"
             hint = ctx.meta.get(INTERRUPT_HINT)  # set by a command whose "again" means something else (train)
             message = hint() if hint else "the catalog is consistent; run the command again to resume"
-            click.echo(f"Interrupted: {message}.", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            click.echo(f"{stopped}: {message}.", err=True)
+            ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except BrokenPipeError:
@@ -72,12 +74,23 @@ class LazyGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if os.environ.get("FACECLUSTER_DEBUG"):
                 raise
-            click.echo(f"Error: {_describe(exc)}", err=True)
+            click.echo(f"Error: {_describe(exc, getattr(ctx.obj, 'db_path', None))}", err=True)
             ctx.exit(EXIT_ERROR)
 
 
-def _describe(exc: Exception) -> str:
-    """One line for an error no library code turned into a FaceclusterError.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``), raised like Ctrl-C's KeyboardInterrupt so a command stops the same way:
+    the batch in progress is rolled back and the run is recorded ``interrupted`` (``Catalog.run``)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Further TERMs are ignored: they must not cut short the rollback and the runs-row update.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def _describe(exc: Exception, catalog: Path | None = None) -> str:
+    """One line for an error no library code turned into a FaceclusterError; ``catalog``: the --db path.
 
         _describe(NotADirectoryError(20, "Not a directory", "out/x"))   # 'Not a directory: out/x'
     """
@@ -86,6 +99,13 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return ("the catalog is busy: another facecluster command is writing to it; "
                 "run this one again when that one has finished")
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+        # The catalog opened for reading (a read-only file or folder), then a command tried to write.
+        from facecluster.catalog import unwritable_reason
+
+        return (catalog is not None and unwritable_reason(catalog)) or (
+            f"the catalog {catalog or ''} is not writable: check the permissions of the file and of its folder "
+            "(SQLite creates NAME-wal and NAME-shm next to it)")
     if isinstance(exc, OSError):
         # The file system said no (permissions, a full disk, a file where a folder should be): the
         # user's to fix, not a bug, so no "unexpected" and no traceback hint.
@@ -125,6 +145,8 @@ def cli(ctx: click.Context, db: Path | None) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # Here, not at import: the library (and tests calling `cli` in-process) keep Python's own handling.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         try:
             cli(prog_name="facecluster")

@@ -13,6 +13,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2  # Click's own code for bad arguments
 EXIT_PARTIAL = 3  # the run finished but some inputs failed (they are recorded and reported)
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15), e.g. `kill` or a service manager stopping the command
 
 
 class FaceclusterError(Exception):

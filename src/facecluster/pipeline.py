@@ -261,9 +261,18 @@ def encode_crop(crop: np.ndarray, config: PipelineConfig) -> bytes:
 
 
 def decode_crop(blob: bytes) -> np.ndarray:
-    """The (H, W, 3) uint8 RGB array of a stored crop."""
-    with Image.open(io.BytesIO(blob)) as image:
-        return np.asarray(image.convert("RGB"))
+    """The (H, W, 3) uint8 RGB array of a stored crop; ``ImageError`` with a one-line reason if it cannot be.
+
+        decode_crop(b"junk")   # ImageError: not a JPEG or PNG image (4 bytes)
+    """
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            return np.asarray(image.convert("RGB"))
+    except Image.UnidentifiedImageError as exc:  # its message is "cannot identify image file <_io.BytesIO object at 0x…>"
+        raise ImageError(f"not a JPEG or PNG image ({len(blob)} bytes)") from exc
+    except (OSError, ValueError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise ImageError(f"cannot decode it ({lines[0] if lines else type(exc).__name__})") from exc
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -811,8 +820,8 @@ def embed_pending(
             try:
                 crops.append(decode_crop(blob))
                 ids.append(int(face_id))
-            except (OSError, ValueError) as exc:
-                report.failed.append({"face_id": int(face_id), "error": f"stored crop unreadable: {exc}"})
+            except ImageError as exc:
+                report.failed.append({"face_id": int(face_id), "error": f"stored crop unreadable: {exc.reason}"})
         if ids:
             vectors = embedder.embed(np.stack(crops))
             with catalog.transaction():

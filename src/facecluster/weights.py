@@ -138,13 +138,19 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
+    # Only a file in our own cache is ours to throw away; a path the user gave may be anything of theirs
+    # (`--weights photo.jpg`), so it gets no advice to delete it.
+    ours = _in_cache(path)
     if path.stat().st_size == 0:
-        raise WeightsError(f"weights file {path} is empty: delete it and download it again")
+        raise WeightsError(f"weights file {path} is empty" + (": delete it and download it again" if ours else ""))
     try:
         state = torch_load(path)
-    except (ValueError, OSError) as exc:  # OSError: the file could not even be opened (permissions)
-        raise WeightsError(f"weights file {path} is corrupt or not a PyTorch state dict ({exc}): "
-                           "delete it and download it again") from exc
+    except OSError as exc:  # the file could not even be opened (permissions)
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        if ours:
+            raise WeightsError(f"cached weights file {path} is corrupt ({exc}): delete it and download it again") from exc
+        raise WeightsError(f"weights file {path} is not a PyTorch state dict ({exc})") from exc
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
     return state
@@ -191,7 +197,16 @@ def _is_offline() -> bool:
     return os.environ.get("FACECLUSTER_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _in_cache(path: Path) -> bool:
+    # A file in facecluster's own weights cache (downloaded there, or put there as the errors advise).
+    return Path(path).resolve().parent == (cache_dir() / "weights").resolve()
+
+
 def _where_to_put(spec: WeightFile, target: Path) -> str:
+    if not any(WEIGHT_FILES[name] is spec for name in EMBEDDING_NAMES):
+        # MTCNN files: no command takes their path (detect has no --weights), only these two places do.
+        return (f"download {spec.url} and put it at {target} (or in the folder FACECLUSTER_WEIGHTS_DIR names, "
+                "or its mtcnn/ subfolder)")
     return (f"download {spec.url} and put it at {target} (or pass its path with --weights / "
             "set FACECLUSTER_WEIGHTS_DIR to the folder holding it)")
 

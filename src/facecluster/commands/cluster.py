@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+from facecluster.commands.common import (
+    FiniteFloatRange, db_path, force_option, json_option, model_options, quiet_option, recording_progress,
+)
 from facecluster.config import ClusterConfig
 from facecluster.errors import EXIT_PARTIAL
 
@@ -59,12 +61,14 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+# readable=False: an unreadable file is a recorded failure (exit 3), as inside a folder, not a usage error
+# that stops every other path.
+@click.argument("paths", nargs=-1, type=click.Path(readable=False, path_type=Path))
 @model_options
 @click.option("--method", type=click.Choice(["agglomerative", "hdbscan"]), help=f"Clustering method [default: {_DEFAULT.method}].")
-@click.option("--threshold", type=click.FloatRange(0, 4), help=f"Squared L2 distance for average linkage [default: {_DEFAULT.threshold}].")
+@click.option("--threshold", type=FiniteFloatRange(0, 4), help=f"Squared L2 distance for average linkage [default: {_DEFAULT.threshold}].")
 @click.option("--min-cluster-size", type=click.IntRange(1), help=f"Smaller groups stay unclustered [default: {_DEFAULT.min_cluster_size}].")
-@click.option("--min-probability", type=click.FloatRange(0, 1), help=f"Leave out faces detected with a lower probability [default: {_DEFAULT.min_probability}].")
+@click.option("--min-probability", type=FiniteFloatRange(0, 1), help=f"Leave out faces detected with a lower probability [default: {_DEFAULT.min_probability}].")
 @click.option("--min-face-size", type=click.IntRange(0), help=f"Leave out faces whose box is smaller, in pixels [default: {_DEFAULT.min_face_px}].")
 @click.option("--full", is_flag=True, help="Re-cluster every face (names and corrections are kept).")
 @force_option
@@ -100,6 +104,7 @@ def command(
     """
     from facecluster.catalog import Catalog
     from facecluster.commands.detect import collect_paths, warn_if_no_files
+    from facecluster.commands.embed import print_embed_failures
     from facecluster.config import DetectConfig, EmbedConfig
     from facecluster.output import emit_json
     from facecluster.people import cluster_catalog, list_people
@@ -124,6 +129,7 @@ def command(
         args = {"paths": [str(p) for p in files], "full": full, "force": force, "config": config.__dict__}
         with catalog.run("cluster", args) as run:
             with progress_bar(quiet) as progress:
+                progress = recording_progress(progress, run.stats)
                 embedder = load_embedder(weights, model_path, device, embed_config, progress)
                 failed: list[Any] = []  # FileFailure of detect_paths
                 if files:
@@ -139,15 +145,16 @@ def command(
             result["cluster"] = report.to_dict()
             run.stats = {"detect": {k: v for k, v in result.get("detect", {}).items() if k != "failed"},
                          "embed": result["embed"], "cluster": result["cluster"]}
-            run.status = "partial" if failed else "ok"
+            run.status = "partial" if failed or result["embed"]["failed"] else "ok"
             people = list_people(catalog)
     result["clusters"] = people
     if not quiet:
         _summary(result, people[:10])
     print_failures(failed)
+    print_embed_failures(result["embed"]["failed"])
     if files:
         warn_if_no_files(detected, files, quiet)
     if as_json:
         emit_json(result)
-    if failed:
+    if failed or result["embed"]["failed"]:
         ctx.exit(EXIT_PARTIAL)

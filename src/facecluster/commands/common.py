@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from facecluster.reporting import ProgressFn
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,3 +103,40 @@ class CatalogId(click.ParamType):
 
 
 CATALOG_ID = CatalogId()
+
+
+# -- how far a run got (Ctrl-C, SIGTERM) ------------------------------------------------------------
+
+
+def recording_progress(progress: ProgressFn, stats: dict[str, Any]) -> ProgressFn:
+    """``progress`` that also keeps each stage's latest count in ``stats["progress"]``.
+
+    The library reports a count after each committed batch, so a run cut short records in ``runs.stats``
+    how far it got; a command that finishes replaces the stats with its full report. Example::
+
+        progress = recording_progress(progress, run.stats)   # run.stats -> {"progress": {"detect": {"done": 32, "total": 90}}}
+    """
+    stages: dict[str, dict[str, int | None]] = stats.setdefault("progress", {})
+
+    def record(stage: str, done: int, total: int | None) -> None:
+        stages[stage] = {"done": done, "total": total}
+        progress(stage, done, total)
+
+    return record
+
+
+# -- finite numbers for float options -------------------------------------------------------------------
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf``: Click lets NaN through every range (all
+    its comparisons are false), and a NaN threshold would wipe every cluster and write invalid JSON to ``runs``.
+
+        @click.option("--threshold", type=FiniteFloatRange(0, 4))   # --threshold nan -> usage error, exit 2
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from facecluster.commands.common import db_path, force_option, json_option, quiet_option
+from facecluster.commands.common import db_path, force_option, json_option, quiet_option, recording_progress
 from facecluster.errors import EXIT_PARTIAL
 
 
@@ -52,7 +52,9 @@ def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+# readable=False: an unreadable file is a recorded failure (exit 3), as inside a folder, not a usage error
+# that stops every other path.
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False, path_type=Path))
 @click.option("--device", default="cpu", show_default=True, envvar="FACECLUSTER_DEVICE", help="Torch device: cpu, cuda or cuda:N.")
 @force_option
 @quiet_option
@@ -80,6 +82,7 @@ def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: boo
     with Catalog.open(db_path(ctx)) as catalog:
         with catalog.run("detect", {"paths": [str(p) for p in files], "force": force}) as run:
             with progress_bar(quiet) as progress:
+                progress = recording_progress(progress, run.stats)
                 report = detect_paths(
                     catalog, files, lambda: load_detector(DetectConfig(), device, progress),
                     config=DetectConfig(), crop_config=EmbedConfig(), force=force, progress=progress,

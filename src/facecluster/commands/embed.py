@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from facecluster.commands.common import db_path, force_option, json_option, model_options, quiet_option
+from facecluster.commands.common import (
+    db_path, force_option, json_option, model_options, quiet_option, recording_progress,
+)
 from facecluster.config import PipelineConfig
+from facecluster.errors import EXIT_PARTIAL
+
+
+def print_embed_failures(failures: list[dict[str, Any]], limit: int = 20) -> None:
+    """One ``failed: face ID: reason`` line per face that could not be embedded (the first ``limit``), on stderr.
+
+    Shown even with -q, like detect's failed files: ``print_embed_failures(report.failed)``.
+    """
+    for failure in failures[:limit]:
+        click.echo(f"failed: face {failure['face_id']}: {failure['error']}", err=True)
+    if len(failures) > limit:
+        click.echo(f"... and {len(failures) - limit} more faces failed (see the stats of this run in the runs table)",
+                   err=True)
 
 
 @click.command()
@@ -31,7 +47,8 @@ def command(
     """Embed the faces found by `detect` (from their stored crops), in batches.
 
     Vectors of different models are kept apart; faces that already have a vector of this model are
-    skipped unless --force.
+    skipped unless --force. Faces whose stored crop cannot be decoded are listed on stderr and the
+    exit code is 3.
 
     \b
     Example:
@@ -46,12 +63,15 @@ def command(
     with Catalog.open(db_path(ctx)) as catalog:
         with catalog.run("embed", {"weights": weights, "model": model_path, "force": force}) as run:
             with progress_bar(quiet) as progress:
+                progress = recording_progress(progress, run.stats)
                 embedder = load_embedder(weights, model_path, device, EmbedConfig(), progress)
                 report = embed_pending(catalog, embedder, batch_size=batch_size, force=force, progress=progress)
             run.stats = report.to_dict()
+            run.status = "partial" if report.failed else "ok"
     if not quiet:
         click.echo(f"{report.embedded} faces embedded with {report.model_id}", err=True)
-    for failure in report.failed:
-        click.echo(f"failed: face {failure['face_id']}: {failure['error']}", err=True)
+    print_embed_failures(report.failed)
     if as_json:
         emit_json(report.to_dict())
+    if report.failed:
+        ctx.exit(EXIT_PARTIAL)

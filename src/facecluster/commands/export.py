@@ -48,7 +48,7 @@ def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: s
     from facecluster.export import export_people
     from facecluster.progress import progress_bar
 
-    with Catalog.open(db_path(ctx)) as catalog, progress_bar(quiet) as progress:
+    with Catalog.open(db_path(ctx), create=False) as catalog, progress_bar(quiet) as progress:
         summary = export_people(catalog, out, mode=mode, person=person, fmt=fmt, progress=progress)
     if as_json:
         emit_json(summary.as_dict())

@@ -44,7 +44,7 @@ def command(
     from facecluster.progress import progress_bar
     from facecluster.site import LabelCommands, build_site, catalog_key, site_catalog
 
-    with Catalog.open(db_path(ctx)) as catalog:
+    with Catalog.open(db_path(ctx), create=False) as catalog:
         if site is None and site_catalog(default_site_dir()) == catalog_key(catalog):
             site = default_site_dir()  # the site `show` writes by default holds this person's faces too
         plan = plan_forget(catalog, person)

@@ -72,7 +72,7 @@ def command(
             cluster_id = CATALOG_ID.convert(cluster_and_name[0], None, ctx)
         except click.BadParameter as exc:
             raise click.BadParameter(exc.message, ctx=ctx, param_hint="'CLUSTER'") from None
-    with Catalog.open(db_path(ctx)) as catalog:
+    with Catalog.open(db_path(ctx), create=False) as catalog:
         with catalog.run("label", {"action": action, "value": actions[action]}) as run:
             result: dict[str, Any]
             if action == "name":

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import click
 
 from facecluster.commands import INTERRUPT_HINT
-from facecluster.commands.common import db_path, json_option, quiet_option
+from facecluster.commands.common import FiniteFloatRange, db_path, json_option, quiet_option
 from facecluster.commands.common import read_image as _read_rgb  # a seam: tests replace it
 from facecluster.config import DetectConfig, TrainConfig
 from facecluster.errors import DataError
@@ -124,7 +124,7 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
 @click.option("--epochs", type=click.IntRange(1), default=_DEFAULTS.epochs, show_default=True)
 @click.option("--miner", type=click.Choice(["semi-hard", "batch-hard", "batch-all"]), default=_DEFAULTS.miner,
               show_default=True, help="How triplets are chosen inside each batch.")
-@click.option("--margin", type=click.FloatRange(0, 4, min_open=True), default=_DEFAULTS.margin, show_default=True,
+@click.option("--margin", type=FiniteFloatRange(0, 4, min_open=True), default=_DEFAULTS.margin, show_default=True,
               help="Triplet margin alpha on squared L2 distances.")
 @click.option("--batch-identities", "-P", type=click.IntRange(2), default=_DEFAULTS.identities_per_batch,
               show_default=True, help="Identities per batch (P).")
@@ -132,8 +132,8 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
               help="Faces per identity in a batch (K).")
 @click.option("--optimizer", type=click.Choice(["adagrad", "adam", "adamw"]), default=_DEFAULTS.optimizer,
               show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=_DEFAULTS.lr, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(0), default=_DEFAULTS.weight_decay, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=_DEFAULTS.lr, show_default=True)
+@click.option("--weight-decay", type=FiniteFloatRange(0), default=_DEFAULTS.weight_decay, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_DEFAULTS.seed, show_default=True)
 @click.option("--device", default="cpu", show_default=True, envvar="FACECLUSTER_DEVICE", help="cpu, cuda or cuda:N.")
 @click.option("--amp", is_flag=True, help="bf16 mixed precision (CUDA only).")
@@ -208,7 +208,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
         if from_catalog:
             from facecluster.catalog import Catalog
 
-            with Catalog.open(db_path(ctx)) as catalog:
+            with Catalog.open(db_path(ctx), create=False) as catalog:
                 data = load_catalog_dataset(catalog, exclude=held_out)
         else:
             assert data_dir is not None
