@@ -97,6 +97,7 @@ def test_read_truth_formats_and_errors(tmp_path: Path) -> None:
 
 def test_nothing_scored_is_an_error_not_a_perfect_score(tmp_path: Path) -> None:
     make_catalog(tmp_path / "c.db", tmp_path / "lib")
+    Catalog.open(tmp_path / "empty.db").close()  # evaluate clusters never creates a catalog
     (tmp_path / "t").mkdir()
     # Paths written relative to the wrong folder: they resolve under t/, where no photo of the catalog is.
     wrong = tmp_path / "t" / "truth.csv"
