@@ -317,3 +317,41 @@ def test_feature_cache_writes_each_chunk_once_and_survives_interruption() -> Non
     fourth = _CountingFeatures()
     assert torch.equal(run(fourth, n=5)[:, 0], expected[:5]) and fourth.seen == 5
     assert data_module._feature_cache([], crops[:0], fourth, "m", "k", True, "f").shape == (0, 2, 1792)
+
+
+# -- divergence, run folders, resuming ------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_no_model(tmp_path: Path, base_state: dict) -> None:
+    from facecluster.models.model_file import non_finite_tensors
+    from facecluster.weights import torch_load
+
+    faces = _faces(n_ids=2, per_id=2)
+    base = BaseModel(base_state, "b")
+    tiny = {"identities_per_batch": 2, "faces_per_identity": 2, "head_init": "random", "miner": "batch-hard"}
+    # A huge step: epoch 1's update is finite but absurd, epoch 2's forward pass overflows to NaN.
+    with pytest.raises(ModelError, match=r"^training diverged at epoch 2, step 1 of 1: the embeddings and loss became "
+                                         r"NaN .*no model written; checkpoint.pt keeps epoch 1; try a lower --lr or "
+                                         r"--freeze-backbone$") as info:
+        train(faces, _config(lr=1e10, **tiny), base=base, out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    assert "\n" not in str(info.value) and not (tmp_path / "m.pt").exists()
+    ckpt = torch_load(tmp_path / "r" / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and not non_finite_tensors(ckpt["model"])
+    assert "NaN" not in (tmp_path / "r" / "metrics.jsonl").read_text()
+    # An infinite step makes the weights themselves non-finite: caught right after the update.
+    with pytest.raises(ModelError, match=r"^training diverged at epoch 1, step 1 of 1: the update made weights NaN"):
+        train(faces, _config(lr=float("inf"), freeze_backbone=True, **tiny), base=base, out=tmp_path / "m.pt",
+              run_dir=tmp_path / "r2")
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "r2" / "checkpoint.pt").exists()
+
+
+def test_default_lr_is_lower_when_the_pretrained_backbone_trains(tmp_path: Path, base_state: dict) -> None:
+    defaults = TrainConfig()
+    assert defaults.resolved_lr(False) == 0.05 and defaults.resolved_lr(True) == defaults.fine_tune_lr == 1e-4
+    assert replace(defaults, lr=0.01).resolved_lr(True) == 0.01
+    cfg = replace(TrainConfig(), identities_per_batch=2, faces_per_identity=2, epochs=1, head_init="random",
+                  miner="batch-hard")
+    train(_faces(n_ids=2, per_id=2), cfg, base=BaseModel(base_state, "b"), out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    _, meta = load_model_file(tmp_path / "m.pt")
+    assert meta["lr"] == 1e-4  # the step size used is recorded, not "default"
+    assert json.loads((tmp_path / "r" / "args.json").read_text())["config"]["lr"] == 1e-4

@@ -16,11 +16,12 @@ not used in that mode because they would need a backbone pass per step (see docs
 from __future__ import annotations
 
 import json
+import math
 import platform
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,18 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start without --resume") from exc
 
 
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    # One flag per tensor, then a single device sync for all of them.
+    return bool(torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all())
+
+
+def _diverged(where: str, what: str, config: TrainConfig, epoch: int) -> ModelError:
+    kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 1 else ""
+    hint = "a lower --lr" + ("" if config.freeze_backbone else " or --freeze-backbone")
+    return ModelError(f"training diverged at {where}: {what} (--lr {config.lr:g}, --optimizer {config.optimizer}); "
+                      f"no model written{kept}; try {hint}")
+
+
 def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run_dir: Path,
           device: str = "cpu", val: ValidationSet | None = None, resume: bool = False,
           args: Mapping[str, Any] | None = None, progress: ProgressFn = null_progress,
@@ -317,6 +330,8 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         raise ModelError("--head-init pca needs pretrained --weights with an embedding layer; use --head-init random")
     if config.freeze_backbone and base.state_dict is None:
         raise ModelError("--freeze-backbone needs pretrained --weights: a random backbone would never learn")
+    # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
+    config = replace(config, lr=config.resolved_lr(base.state_dict is not None and not config.freeze_backbone))
     sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
@@ -426,15 +441,20 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
             emb = emb.float()
             triplets = miner(emb, labels)
             result = loss_fn(emb, triplets)
+            loss = result.loss.item()  # once: on a GPU each .item() waits for the device
+            where = f"epoch {epoch}, step {sums['steps'] + 1} of {steps_per_epoch}"
+            if not math.isfinite(loss) or not bool(torch.isfinite(emb).all()):
+                raise _diverged(where, "the embeddings and loss became NaN or infinite", config, epoch)
             optimizer.zero_grad(set_to_none=True)
             if result.n_triplets:
                 result.loss.backward()
                 optimizer.step()
+                if not _all_finite(params):
+                    raise _diverged(where, "the update made weights NaN or infinite", config, epoch)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - tick
             step_count += 1
-            loss = result.loss.item()  # once: on a GPU each .item() waits for the device
             sums["loss"] += loss
             sums["active"] += result.n_active
             sums["triplets"] += result.n_triplets
