@@ -355,3 +355,56 @@ def test_default_lr_is_lower_when_the_pretrained_backbone_trains(tmp_path: Path,
     _, meta = load_model_file(tmp_path / "m.pt")
     assert meta["lr"] == 1e-4  # the step size used is recorded, not "default"
     assert json.loads((tmp_path / "r" / "args.json").read_text())["config"]["lr"] == 1e-4
+
+
+def _mode(path: Path) -> int:
+    import stat
+
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_checkpoint_is_private_and_a_new_run_never_reuses_its_folder(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=tmp_path / "a.pt", run_dir=tmp_path / "r")
+    assert _mode(tmp_path / "r" / "checkpoint.pt") == 0o600 == _mode(tmp_path / "a.pt")
+    assert not list((tmp_path / "r").glob("*.tmp")) and not list((tmp_path / "r").glob(".*"))
+    args_before = (tmp_path / "r" / "args.json").read_text()
+    with pytest.raises(ModelError, match=r"already holds the checkpoint of an earlier run: continue it with --resume, "
+                                         r"or give another --run-dir$"):
+        train(faces, _config(freeze_backbone=True, seed=5), base=base, out=tmp_path / "b.pt", run_dir=tmp_path / "r")
+    assert (tmp_path / "r" / "args.json").read_text() == args_before and not (tmp_path / "b.pt").exists()
+
+
+def test_resume_refuses_options_that_differ_and_fewer_epochs(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    run = tmp_path / "r"
+    train(faces, _config(freeze_backbone=True, epochs=2, optimizer="adam", lr=1e-3), base=base, out=tmp_path / "a.pt",
+          run_dir=run)
+    same = {"freeze_backbone": True, "optimizer": "adam", "lr": 1e-3}
+
+    def resume(faces: FaceSet = faces, base: BaseModel = base, **kw: object) -> str:
+        with pytest.raises(ModelError) as info:
+            train(faces, _config(**{**same, **kw}), base=base, out=tmp_path / "x.pt", run_dir=run, resume=True)
+        assert "\n" not in str(info.value) and not (tmp_path / "x.pt").exists()
+        return str(info.value)
+
+    # Each of these used to load the checkpoint anyway: a 30 KB missing-keys RuntimeError, a KeyError, or a mix.
+    assert "--freeze-backbone on (now off)" in resume(freeze_backbone=False)
+    assert "--optimizer adam (now adagrad)" in resume(optimizer="adagrad")
+    message = resume(identities_per_batch=3, faces_per_identity=2, seed=1, miner="batch-hard")
+    assert message.startswith(f"cannot resume: the run in {run} used ")
+    for part in ("-P/--batch-identities 2 (now 3)", "-K/--batch-faces 3 (now 2)", "--seed 0 (now 1)",
+                 "--miner semi-hard (now batch-hard)"):
+        assert part in message
+    assert "--optimizer" not in message and message.endswith("or start a new run in another --run-dir")
+    assert "--weights b (now other)" in resume(base=BaseModel(base_state, "other"))
+    assert "the training faces" in resume(faces=_faces(seed=1))
+    assert "-d, --dim is 64" in resume(dim=64)  # the existing check, unchanged
+    assert "already trained 2 epochs and --epochs 1 is fewer" in resume(epochs=1)
+    # Options that may change: --epochs (train longer); the same total simply rewrites the model.
+    result = train(faces, _config(**{**same, "epochs": 3}), base=base, out=tmp_path / "c.pt", run_dir=run, resume=True)
+    assert result.epochs == 3 and [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    _, meta = load_model_file(tmp_path / "c.pt")
+    assert meta["epochs"] == 3 and len(meta["history"]) == 4

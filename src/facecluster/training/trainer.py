@@ -15,6 +15,7 @@ not used in that mode because they would need a backbone pass per step (see docs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -34,7 +35,7 @@ from facecluster import __version__
 from facecluster.config import TrainConfig
 from facecluster.errors import DataError, ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.models.model_file import save_model_file
+from facecluster.models.model_file import save_model_file, save_private
 from facecluster.reporting import ProgressFn, null_progress
 from facecluster.training.data import FaceSet, ValidationSet
 from facecluster.training.losses import TripletLoss
@@ -298,6 +299,55 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start without --resume") from exc
 
 
+#: TrainConfig fields a resumed run must share with the original, and the option that sets each. The
+#: rest (epochs: train longer; amp, compile: speed) may change. Everything here changes the weights,
+#: the batches or the random draws, so a mix would be neither run, and the model meta would lie.
+RESUME_MUST_MATCH = {
+    "freeze_backbone": "--freeze-backbone", "optimizer": "--optimizer", "lr": "--lr", "weight_decay": "--weight-decay",
+    "identities_per_batch": "-P/--batch-identities", "faces_per_identity": "-K/--batch-faces", "seed": "--seed",
+    "miner": "--miner", "margin": "--margin", "head_init": "--head-init", "flip": "--flip/--no-flip",
+    "dropout": "dropout", "augment_shift": "augment_shift",
+}
+
+
+def _shown(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def data_fingerprint(data: FaceSet) -> str:
+    """A short digest of which photo is which identity: a resumed run must train on the same faces."""
+    h = hashlib.sha256()
+    for label, digest in zip(data.labels.tolist(), data.digests):
+        h.update(f"{data.names[int(label)]}\t{digest}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, base: BaseModel, data: FaceSet) -> None:
+    """One-line ``ModelError`` naming every option (and the data or weights) that differs from the run's."""
+    if int(ckpt.get("dim", -1)) != config.dim:
+        raise ModelError(f"cannot resume: the checkpoint in {run_dir} is {ckpt.get('dim')}-d, --dim is {config.dim}")
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict):  # a checkpoint of an earlier facecluster: its args.json has the config
+        try:
+            stored = json.loads((run_dir / "args.json").read_text()).get("config") or {}
+        except (OSError, ValueError, AttributeError):
+            stored = {}
+    now = asdict(config)
+    differ = [f"{flag} {_shown(stored[key])} (now {_shown(now[key])})" for key, flag in RESUME_MUST_MATCH.items()
+              if key in stored and stored[key] != now[key]]
+    if "base" in ckpt and ckpt["base"] != base.name:
+        differ.append(f"--weights {ckpt['base']} (now {base.name})")
+    if "data" in ckpt and ckpt["data"] != data_fingerprint(data):
+        differ.append("the training faces (--data/--from-catalog)")
+    if differ:
+        raise ModelError(f"cannot resume: the run in {run_dir} used {', '.join(differ)}; give the same options "
+                         "to continue it, or start a new run in another --run-dir")
+    done = int(ckpt["epoch"])
+    if done > config.epochs:
+        raise ModelError(f"cannot resume: the run in {run_dir} has already trained {done} epochs and --epochs "
+                         f"{config.epochs} is fewer; --epochs is the total, so give {done} or more")
+
+
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
     # One flag per tensor, then a single device sync for all of them.
     return bool(torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all())
@@ -333,9 +383,22 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
     config = replace(config, lr=config.resolved_lr(base.state_dict is not None and not config.freeze_backbone))
     sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
     metrics_path = run_dir / "metrics.jsonl"
+    # Checked before any expensive work (features, PCA), so a wrong option fails in a second.
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if not checkpoint_path.exists():
+            raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
+        ckpt = _load_checkpoint(checkpoint_path)
+        _check_resume(ckpt, run_dir, config, base, data)
+    elif checkpoint_path.exists():
+        # A new run here would overwrite args.json and metrics.jsonl but not the old checkpoint until its
+        # first epoch ends, and a later --resume would continue the old weights under the new options.
+        raise ModelError(f"{run_dir} already holds the checkpoint of an earlier run: continue it with --resume, "
+                         "or give another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = data_fingerprint(data)
     _seed_everything(config.seed)
     model = build_model(config.dim, base, config.dropout, dev)
     frozen = config.freeze_backbone
@@ -369,12 +432,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         p.requires_grad_(not frozen or name.startswith(HEAD_PREFIXES))
     optimizer = _make_optimizer(config.optimizer, params, config.lr, config.weight_decay)
     history: list[dict[str, Any]] = []
-    if resume:
-        if not checkpoint_path.exists():
-            raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
-        ckpt = _load_checkpoint(checkpoint_path)
-        if int(ckpt.get("dim", -1)) != config.dim:
-            raise ModelError(f"cannot resume: the checkpoint in {run_dir} is {ckpt.get('dim')}-d, --dim is {config.dim}")
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=not frozen)
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
@@ -481,10 +539,12 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         log(record)
         # Frozen backbone: the checkpoint holds only the trained layer (the rest is the base, ~90 MB).
         state = {k: v for k, v in model.state_dict().items() if not frozen or k.startswith(HEAD_PREFIXES)}
-        tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save({"epoch": epoch, "dim": config.dim, "model": state, "optimizer": optimizer.state_dict(),
-                    "history": history}, tmp)
-        tmp.replace(checkpoint_path)  # a crash mid-save keeps the previous checkpoint
+        # Private (0600) like the model file: these weights are derived from the user's faces. Written to a
+        # temporary name and renamed, so a crash mid-save keeps the previous checkpoint. "config", "base" and
+        # "data" let --resume refuse to mix runs.
+        save_private({"epoch": epoch, "dim": config.dim, "model": state, "optimizer": optimizer.state_dict(),
+                      "history": history, "config": asdict(config), "base": base.name, "data": fingerprint},
+                     checkpoint_path)
 
     meta = {
         "epochs": config.epochs, "miner": config.miner, "margin": config.margin, "optimizer": config.optimizer,
