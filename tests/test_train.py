@@ -245,6 +245,7 @@ def test_cli_trains_and_reports_json(tmp_path: Path, fake_pipeline: None, weight
     assert summary["dim"] == 32 and summary["epochs"] == 2 and out.exists()
     assert summary["data"]["unreadable"] == 1 and summary["data"]["no_face"] == 1
     assert summary["data"]["left_out_identities"] == 1  # Loner: one face
+    assert summary["skipped_identities"] == 1  # the same identity, counted where training reports it
     assert summary["data"]["excluded_identities"] == 2  # Person_0 and Person_2 are in the pairs
     assert summary["identities"] == 2 and summary["faces"] == 6  # Person_1 and Person_3, 3 faces each
     assert summary["validation"] == {"pairs": 4, "skipped": 0, "no_face": 0}
@@ -408,3 +409,12 @@ def test_resume_refuses_options_that_differ_and_fewer_epochs(tmp_path: Path, bas
     assert result.epochs == 3 and [h["epoch"] for h in result.history] == [0, 1, 2, 3]
     _, meta = load_model_file(tmp_path / "c.pt")
     assert meta["epochs"] == 3 and len(meta["history"]) == 4
+
+
+def test_skipped_identities_counts_those_left_out_before_and_by_the_sampler(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    lone = FaceSet(np.concatenate([faces.crops, faces.crops[:1]]), np.append(faces.labels, 4), faces.names + ["p4"],
+                   faces.digests + ["lone"], "test", DataReport(left_out_identities=["Loner"]))
+    result = train(lone, _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
+                   out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    assert result.skipped_identities == 2 and result.identities == 4  # "Loner" (data) + "p4" (one face)

@@ -72,7 +72,7 @@ class TrainResult:
     miner: str
     identities: int
     faces: int
-    skipped_identities: int
+    skipped_identities: int  # left out for having fewer than 2 faces (by the data loader or the sampler)
     seconds: float
     faces_per_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -557,6 +557,6 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     return TrainResult(
         out=str(out), sha256=sha, run_dir=str(run_dir), epochs=config.epochs, steps=step_count, dim=config.dim,
         base=base.name, miner=config.miner, identities=len(sampler.members), faces=sampler.n_faces,
-        skipped_identities=len(sampler.skipped), seconds=round(time.perf_counter() - clock, 2),
+        skipped_identities=len(data.report.left_out_identities) + len(sampler.skipped), seconds=round(time.perf_counter() - clock, 2),
         faces_per_s=round(train_faces / max(train_time, 1e-9), 1), history=history, baseline=baseline,
     )
