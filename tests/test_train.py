@@ -352,7 +352,8 @@ def test_default_lr_is_lower_when_the_pretrained_backbone_trains(tmp_path: Path,
     assert replace(defaults, lr=0.01).resolved_lr(True) == 0.01
     cfg = replace(TrainConfig(), identities_per_batch=2, faces_per_identity=2, epochs=1, head_init="random",
                   miner="batch-hard")
-    train(_faces(n_ids=2, per_id=2), cfg, base=BaseModel(base_state, "b"), out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    train(_faces(n_ids=2, per_id=2), cfg, base=BaseModel(base_state, "b"), out=tmp_path / "m.pt",
+          run_dir=tmp_path / "r")
     _, meta = load_model_file(tmp_path / "m.pt")
     assert meta["lr"] == 1e-4  # the step size used is recorded, not "default"
     assert json.loads((tmp_path / "r" / "args.json").read_text())["config"]["lr"] == 1e-4
