@@ -35,7 +35,7 @@ from facecluster import __version__
 from facecluster.config import TrainConfig
 from facecluster.errors import DataError, ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.models.model_file import save_model_file, save_private
+from facecluster.models.model_file import non_finite_tensors, save_model_file, save_private
 from facecluster.reporting import ProgressFn, null_progress
 from facecluster.training.data import FaceSet, ValidationSet
 from facecluster.training.losses import TripletLoss
@@ -527,6 +527,12 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
                 on_step({"epoch": epoch, "step": step_count, "steps": total_steps, "loss": loss,
                          "active_fraction": result.active_fraction, "faces_per_s": len(batch) / max(seconds, 1e-9)})
         epoch_seconds = time.perf_counter() - epoch_start
+        # Frozen backbone: the checkpoint holds only the trained layer (the rest is the base, ~90 MB).
+        state = {k: v for k, v in model.state_dict().items() if not frozen or k.startswith(HEAD_PREFIXES)}
+        bad = non_finite_tensors(state)  # buffers too (BatchNorm statistics), which the step check does not see
+        if bad:
+            raise _diverged(f"the end of epoch {epoch}", f"{len(bad)} tensors became NaN or infinite (first: {bad[0]})",
+                            config, epoch)
         record: dict[str, Any] = {
             "epoch": epoch,
             "loss": sums["loss"] / max(sums["steps"], 1),
@@ -539,8 +545,6 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         if val is not None:
             record.update(validate(_Embedder(model, frozen, dev, flip_val)(val, val_feats), val))
         log(record)
-        # Frozen backbone: the checkpoint holds only the trained layer (the rest is the base, ~90 MB).
-        state = {k: v for k, v in model.state_dict().items() if not frozen or k.startswith(HEAD_PREFIXES)}
         # Private (0600) like the model file: these weights are derived from the user's faces. Written to a
         # temporary name and renamed, so a crash mid-save keeps the previous checkpoint. "config", "base" and
         # "data" let --resume refuse to mix runs.
