@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from facecluster.catalog import Catalog
@@ -55,6 +56,28 @@ def test_counted_agrees_in_number() -> None:
 
     assert [counted(n, "person", "people") for n in (0, 1, 2)] == ["0 people", "1 person", "2 people"]
     assert counted(1, "cluster") == "1 cluster" and counted(5, "cluster") == "5 clusters"
+
+
+def test_json_output_writes_non_finite_floats_as_null(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import numpy as np
+
+    from facecluster.output import emit_json, emit_jsonl
+
+    record = {"loss": float("nan"), "history": [{"loss": np.float32("inf")}, {"loss": 0.5}],
+              "v": np.array([1.0, -np.inf]), "t": (np.float64("nan"), 1)}
+    emit_json(record)
+    emit_jsonl([record])
+    lines = capsys.readouterr().out.splitlines()
+
+    def strict(word: str) -> None:  # json.loads accepts NaN/Infinity unless told otherwise
+        raise ValueError(f"not JSON: {word}")
+
+    assert len(lines) == 2
+    for line in lines:
+        assert json.loads(line, parse_constant=strict) == {
+            "loss": None, "history": [{"loss": None}, {"loss": 0.5}], "v": [1.0, None], "t": [None, 1]}
 
 
 def test_a_file_system_error_is_one_plain_line(tmp_path: Path) -> None:

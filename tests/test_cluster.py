@@ -292,7 +292,7 @@ def test_bad_inputs_raise_data_error() -> None:
         cluster_embeddings(X, ClusterConfig(method="kmeans"))
     with pytest.raises(DataError):
         cluster_embeddings(X, ClusterConfig(), groups=np.array([1, 2]))
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"^some face embeddings are NaN or infinite .*embed --force"):
         cluster_embeddings(np.full((2, 4), np.nan, dtype=np.float32), ClusterConfig())
     with pytest.raises(DataError):
         cluster_embeddings(X, ClusterConfig(), cannot_link_pairs=np.array([[0, 7]]))

@@ -40,6 +40,17 @@ def crops(n: int, size: int = 96, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
+def test_a_model_giving_non_finite_vectors_is_refused(network: InceptionResnetV1) -> None:
+    broken = InceptionResnetV1().eval()
+    broken.load_state_dict(network.state_dict())
+    with torch.no_grad():
+        broken.last_linear.weight[0, 0] = float("inf")  # inf * feature -> inf/NaN after normalisation
+    for flip in (False, True):
+        embedder = FaceNetEmbedder(broken, "trained:deadbeef", EmbedConfig(crop_size=96, batch_size=2, flip=flip))
+        with pytest.raises(ModelError, match="trained:deadbeef.* NaN or infinite embeddings, so none were stored"):
+            embedder.embed(crops(3))
+
+
 def test_standardisation_is_fixed() -> None:
     x = standardise(np.array([[[[0, 127, 255]]]], np.uint8))
     assert x.shape == (1, 3, 1, 1)

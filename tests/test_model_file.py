@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ def test_round_trip_same_outputs_and_meta(tmp_path: Path, model_16: InceptionRes
     x = torch.randn(2, 3, 80, 80)  # small crops: the network is fully convolutional up to its pooling
     with torch.no_grad():
         assert torch.allclose(loaded(x), model_16(x), atol=1e-6)
-    assert not list(tmp_path.glob(".model-*"))  # no temporary file left behind
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # derived from a user's faces: owner-only
 
 
 def test_bad_files_give_one_line_model_errors(tmp_path: Path, model_16: InceptionResnetV1) -> None:
@@ -67,6 +69,24 @@ def test_bad_files_give_one_line_model_errors(tmp_path: Path, model_16: Inceptio
         read_model_file(plain)
     with pytest.raises(ModelError, match="cannot be stored"):
         save_model_file(tmp_path / "x.pt", model_16, base="b", meta={"f": object()})
+
+
+def test_non_finite_weights_are_never_written_nor_loaded(tmp_path: Path, model_16: InceptionResnetV1) -> None:
+    broken = InceptionResnetV1(embedding_dim=16).eval()
+    broken.load_state_dict(model_16.state_dict())
+    with torch.no_grad():
+        broken.last_bn.weight[3] = float("nan")
+        broken.conv2d_1a.conv.weight[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ModelError, match=r"not writing .*2 of \d+ tensors hold NaN or infinite values"):
+        save_model_file(tmp_path / "x.pt", broken, base="b", meta={})
+    assert not list(tmp_path.iterdir())  # nothing written, not even a temporary file
+    # A file written by an older facecluster after a diverged run: refused on load, in one line.
+    state = {k: v.clone() for k, v in broken.state_dict().items()}
+    torch.save({"format": "facecluster-model", "version": 1, "dim": 16, "base": "b", "meta": {}, "state_dict": state},
+               old := tmp_path / "old.pt")
+    with pytest.raises(ModelError, match="NaN or infinite weights .*lower --lr") as info:
+        load_model_file(old, "cpu")
+    assert "\n" not in str(info.value)
 
 
 def test_embed_loader_accepts_model_files(tmp_path: Path, model_16: InceptionResnetV1) -> None:

@@ -38,8 +38,28 @@ def test_last_batch_never_has_a_single_identity() -> None:
     assert [len({LABELS[i] for i in b}) for b in sampler.batches(0)] == [4, 2]
     sampler = PKSampler(LABELS[:-3] + [7, 7], identities=4, faces=2)  # 6 -> 4 + 2 still
     assert len(sampler) == 2
-    sampler = PKSampler(LABELS[:-3], identities=4, faces=2)  # 5 usable: 4 + a lone one dropped
+    sampler = PKSampler(LABELS[:-3], identities=4, faces=2)  # 5 usable: the lone fifth joins the batch
     assert len(sampler) == len(list(sampler.batches(0))) == 1
+    assert [len({LABELS[i] for i in b}) for b in sampler.batches(0)] == [5]
+
+
+@pytest.mark.parametrize("n_ids", range(2, 12))
+@pytest.mark.parametrize("p", [2, 3, 4])
+def test_every_identity_in_every_epoch(n_ids: int, p: int) -> None:
+    # Brute force: count each identity's appearances in each epoch, against every remainder of n_ids / P.
+    labels = [label for label in range(n_ids) for _ in range(3)] + [99]  # 99: one face, skipped
+    sampler = PKSampler(labels, identities=p, faces=2, seed=7)
+    for epoch in range(4):
+        batches = list(sampler.batches(epoch))
+        assert len(batches) == len(sampler)
+        counts = {label: 0 for label in range(n_ids)}
+        for batch in batches:
+            ids = {labels[i] for i in batch}
+            assert 2 <= len(ids) <= p + 1
+            for label in ids:
+                counts[label] += 1
+        assert counts == {label: 1 for label in range(n_ids)}, (epoch, counts)
+        assert batches == list(PKSampler(labels, identities=p, faces=2, seed=7).batches(epoch))  # deterministic
 
 
 def test_errors_are_one_line() -> None:

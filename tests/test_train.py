@@ -245,6 +245,7 @@ def test_cli_trains_and_reports_json(tmp_path: Path, fake_pipeline: None, weight
     assert summary["dim"] == 32 and summary["epochs"] == 2 and out.exists()
     assert summary["data"]["unreadable"] == 1 and summary["data"]["no_face"] == 1
     assert summary["data"]["left_out_identities"] == 1  # Loner: one face
+    assert summary["skipped_identities"] == 1  # the same identity, counted where training reports it
     assert summary["data"]["excluded_identities"] == 2  # Person_0 and Person_2 are in the pairs
     assert summary["identities"] == 2 and summary["faces"] == 6  # Person_1 and Person_3, 3 faces each
     assert summary["validation"] == {"pairs": 4, "skipped": 0, "no_face": 0}
@@ -491,3 +492,104 @@ def test_unreadable_examples_name_the_file_once(tmp_path: Path) -> None:
     report = DataReport()
     data_module.CropCache(lambda: _CentreDetector(), truncated, root=tmp_path / "c").crops([photo], report, False)
     assert report.unreadable == [f"{photo}: truncated or corrupt image data"]
+
+
+# -- divergence, run folders, resuming ------------------------------------------------------------------
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_no_model(tmp_path: Path, base_state: dict) -> None:
+    from facecluster.models.model_file import non_finite_tensors
+    from facecluster.weights import torch_load
+
+    faces = _faces(n_ids=2, per_id=2)
+    base = BaseModel(base_state, "b")
+    tiny = {"identities_per_batch": 2, "faces_per_identity": 2, "head_init": "random", "miner": "batch-hard"}
+    # A huge step: epoch 1's update is finite but absurd, epoch 2's forward pass overflows to NaN.
+    with pytest.raises(ModelError, match=r"^training diverged at epoch 2, step 1 of 1: the embeddings and loss became "
+                                         r"NaN .*no model written; checkpoint.pt keeps epoch 1; try a lower --lr or "
+                                         r"--freeze-backbone$") as info:
+        train(faces, _config(lr=1e10, **tiny), base=base, out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    assert "\n" not in str(info.value) and not (tmp_path / "m.pt").exists()
+    ckpt = torch_load(tmp_path / "r" / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and not non_finite_tensors(ckpt["model"])
+    assert "NaN" not in (tmp_path / "r" / "metrics.jsonl").read_text()
+    # An infinite step makes the weights themselves non-finite: caught right after the update.
+    with pytest.raises(ModelError, match=r"^training diverged at epoch 1, step 1 of 1: the update made weights NaN"):
+        train(faces, _config(lr=float("inf"), freeze_backbone=True, **tiny), base=base, out=tmp_path / "m.pt",
+              run_dir=tmp_path / "r2")
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "r2" / "checkpoint.pt").exists()
+
+
+def test_default_lr_is_lower_when_the_pretrained_backbone_trains(tmp_path: Path, base_state: dict) -> None:
+    defaults = TrainConfig()
+    assert defaults.resolved_lr(False) == 0.05 and defaults.resolved_lr(True) == defaults.fine_tune_lr == 1e-4
+    assert replace(defaults, lr=0.01).resolved_lr(True) == 0.01
+    cfg = replace(TrainConfig(), identities_per_batch=2, faces_per_identity=2, epochs=1, head_init="random",
+                  miner="batch-hard")
+    train(_faces(n_ids=2, per_id=2), cfg, base=BaseModel(base_state, "b"), out=tmp_path / "m.pt",
+          run_dir=tmp_path / "r")
+    _, meta = load_model_file(tmp_path / "m.pt")
+    assert meta["lr"] == 1e-4  # the step size used is recorded, not "default"
+    assert json.loads((tmp_path / "r" / "args.json").read_text())["config"]["lr"] == 1e-4
+
+
+def _mode(path: Path) -> int:
+    import stat
+
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_checkpoint_is_private_and_a_new_run_never_reuses_its_folder(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=tmp_path / "a.pt", run_dir=tmp_path / "r")
+    assert _mode(tmp_path / "r" / "checkpoint.pt") == 0o600 == _mode(tmp_path / "a.pt")
+    assert not list((tmp_path / "r").glob("*.tmp")) and not list((tmp_path / "r").glob(".*"))
+    args_before = (tmp_path / "r" / "args.json").read_text()
+    with pytest.raises(ModelError, match=r"already holds the checkpoint of an earlier run: continue it with --resume, "
+                                         r"or give another --run-dir$"):
+        train(faces, _config(freeze_backbone=True, seed=5), base=base, out=tmp_path / "b.pt", run_dir=tmp_path / "r")
+    assert (tmp_path / "r" / "args.json").read_text() == args_before and not (tmp_path / "b.pt").exists()
+
+
+def test_resume_refuses_options_that_differ_and_fewer_epochs(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    run = tmp_path / "r"
+    train(faces, _config(freeze_backbone=True, epochs=2, optimizer="adam", lr=1e-3), base=base, out=tmp_path / "a.pt",
+          run_dir=run)
+    same = {"freeze_backbone": True, "optimizer": "adam", "lr": 1e-3}
+
+    def resume(faces: FaceSet = faces, base: BaseModel = base, **kw: object) -> str:
+        with pytest.raises(ModelError) as info:
+            train(faces, _config(**{**same, **kw}), base=base, out=tmp_path / "x.pt", run_dir=run, resume=True)
+        assert "\n" not in str(info.value) and not (tmp_path / "x.pt").exists()
+        return str(info.value)
+
+    # Each of these used to load the checkpoint anyway: a 30 KB missing-keys RuntimeError, a KeyError, or a mix.
+    assert "--freeze-backbone on (now off)" in resume(freeze_backbone=False)
+    assert "--optimizer adam (now adagrad)" in resume(optimizer="adagrad")
+    message = resume(identities_per_batch=3, faces_per_identity=2, seed=1, miner="batch-hard")
+    assert message.startswith(f"cannot resume: the run in {run} used ")
+    for part in ("-P/--batch-identities 2 (now 3)", "-K/--batch-faces 3 (now 2)", "--seed 0 (now 1)",
+                 "--miner semi-hard (now batch-hard)"):
+        assert part in message
+    assert "--optimizer" not in message and message.endswith("or start a new run in another --run-dir")
+    assert "--weights b (now other)" in resume(base=BaseModel(base_state, "other"))
+    assert "the training faces" in resume(faces=_faces(seed=1))
+    assert "-d, --dim is 64" in resume(dim=64)  # the existing check, unchanged
+    assert "already trained 2 epochs and --epochs 1 is fewer" in resume(epochs=1)
+    # Options that may change: --epochs (train longer); the same total simply rewrites the model.
+    result = train(faces, _config(**{**same, "epochs": 3}), base=base, out=tmp_path / "c.pt", run_dir=run, resume=True)
+    assert result.epochs == 3 and [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    _, meta = load_model_file(tmp_path / "c.pt")
+    assert meta["epochs"] == 3 and len(meta["history"]) == 4
+
+
+def test_skipped_identities_counts_those_left_out_before_and_by_the_sampler(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    lone = FaceSet(np.concatenate([faces.crops, faces.crops[:1]]), np.append(faces.labels, 4), faces.names + ["p4"],
+                   faces.digests + ["lone"], "test", DataReport(left_out_identities=["Loner"]))
+    result = train(lone, _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
+                   out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    assert result.skipped_identities == 2 and result.identities == 4  # "Loner" (data) + "p4" (one face)

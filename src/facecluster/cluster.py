@@ -41,7 +41,8 @@ def _check_embeddings(X: np.ndarray, name: str = "X") -> np.ndarray:
     if X.ndim != 2:
         raise DataError(f"{name} must be a 2-d array of embeddings, got shape {X.shape}")
     if not np.isfinite(X).all():
-        raise DataError(f"{name} holds NaN or infinite values; re-embed those faces")
+        raise DataError("some face embeddings are NaN or infinite (the model that made them is broken): "
+                        "re-embed those faces with a working model (`facecluster embed --force`)")
     return X
 
 

@@ -93,7 +93,11 @@ class TrainConfig:
     identities_per_batch: int = 8  # P
     faces_per_identity: int = 4  # K
     optimizer: str = "adagrad"  # adagrad | adam | adamw
-    lr: float = 0.05
+    lr: float | None = None  # None: paper_lr, or fine_tune_lr when a pretrained backbone trains too (resolved_lr)
+    paper_lr: float = 0.05  # FaceNet's AdaGrad step: the new layer alone, or a network trained from scratch
+    # AdaGrad's first step moves every weight by about lr whatever its gradient; pretrained conv weights are
+    # ~0.04 in size, so 0.05 wrecks them at once (NaN after one step). Measured in docs/training.md.
+    fine_tune_lr: float = 1e-4
     weight_decay: float = 0.0
     seed: int = 0
     miner: str = "semi-hard"  # semi-hard | batch-hard | batch-all
@@ -104,3 +108,12 @@ class TrainConfig:
     flip: bool = True  # flip augmentation, and flip-averaged validation embeddings (as `embed` does)
     amp: bool = False  # bf16 autocast (CUDA only)
     compile: bool = False  # torch.compile the network (CUDA only)
+
+    def resolved_lr(self, pretrained_backbone_trains: bool) -> float:
+        """``lr`` if given, else the default for the mode (see ``fine_tune_lr``).
+
+        Example: ``TrainConfig().resolved_lr(True)`` -> 0.0001; ``TrainConfig(lr=0.01).resolved_lr(True)`` -> 0.01.
+        """
+        if self.lr is not None:
+            return self.lr
+        return self.fine_tune_lr if pretrained_backbone_trains else self.paper_lr

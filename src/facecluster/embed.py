@@ -131,7 +131,10 @@ class FaceNetEmbedder:
         return torch.nn.functional.normalize(features, p=2, dim=1).cpu().numpy()
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB crops -> (N, dim) float32 unit rows; other sizes are resized first."""
+        """(N, H, W, 3) uint8 RGB crops -> (N, dim) float32 unit rows; other sizes are resized first.
+
+        A model whose output is NaN or infinite for any crop is a ``ModelError``, never returned.
+        """
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
             raise ImageError(f"embed needs (N, H, W, 3) uint8 RGB crops, got {crops.dtype} {crops.shape}")
@@ -149,7 +152,12 @@ class FaceNetEmbedder:
         for piece in batch_pieces(len(crops), max(1, self.config.batch_size)):
             out.append(self._forward(crops[start:start + piece]))
             start += piece
-        return np.concatenate(out)
+        vectors = np.concatenate(out)
+        if not np.isfinite(vectors).all():
+            # NaN rows would be stored, then break clustering and search much later: refuse here.
+            raise ModelError(f"model {self.model_id} gives NaN or infinite embeddings, so none were stored: "
+                             "use another model (a trained one may have diverged; train it again with a lower --lr)")
+        return vectors
 
 
 def model_id_for(base_id: str, config: EmbedConfig) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,22 +16,44 @@ from typing import Any
 
 def _default(obj: Any) -> Any:
     # numpy scalars and Paths reach the output layer often enough to handle them once here.
-    if hasattr(obj, "item"):
-        return obj.item()
+    # tolist first: numpy arrays have ``item`` too, but it only works for one element.
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return finite(obj.tolist())
+    if hasattr(obj, "item"):
+        return finite(obj.item())
     return str(obj)
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None`` (lists, tuples and dicts walked).
+
+    ``json.dumps`` would write them as the bare words NaN/Infinity, which is not JSON: strict
+    parsers (jq, JavaScript) reject the whole line. Example: ``finite({"loss": float("nan")})`` ->
+    ``{"loss": None}``.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def _dumps(obj: Any) -> str:
+    # allow_nan=False: a non-finite float that slipped past ``finite`` is a bug, not output.
+    return json.dumps(finite(obj), default=_default, ensure_ascii=False, allow_nan=False)
+
+
 def emit_json(obj: Any) -> None:
-    """Print one JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj, default=_default, ensure_ascii=False) + "\n")
+    """Print one JSON object on stdout (non-finite floats as ``null``)."""
+    sys.stdout.write(_dumps(obj) + "\n")
 
 
 def emit_jsonl(records: Iterable[Mapping[str, Any]]) -> None:
-    """Print one JSON object per line on stdout."""
+    """Print one JSON object per line on stdout (non-finite floats as ``null``)."""
     for record in records:
-        sys.stdout.write(json.dumps(record, default=_default, ensure_ascii=False) + "\n")
+        sys.stdout.write(_dumps(record) + "\n")
 
 
 def emit_csv(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> None:

@@ -132,7 +132,9 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
               help="Faces per identity in a batch (K).")
 @click.option("--optimizer", type=click.Choice(["adagrad", "adam", "adamw"]), default=_DEFAULTS.optimizer,
               show_default=True)
-@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=_DEFAULTS.lr, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=_DEFAULTS.lr,
+              help=f"Learning rate [default: {_DEFAULTS.paper_lr:g}; {_DEFAULTS.fine_tune_lr:g} when the whole "
+                   "pretrained network trains].")
 @click.option("--weight-decay", type=FiniteFloatRange(0), default=_DEFAULTS.weight_decay, show_default=True)
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_DEFAULTS.seed, show_default=True)
 @click.option("--device", default="cpu", show_default=True, envvar="FACECLUSTER_DEVICE", help="cpu, cuda or cuda:N.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numbers
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,48 @@ def _plain(value: Any, where: str) -> Any:
     raise ModelError(f"{where}: value of type {type(value).__name__} cannot be stored in a model file")
 
 
+def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold NaN or infinite values.
+
+    Example: ``non_finite_tensors({"w": torch.tensor([1.0, float("nan")])})`` -> ["w"].
+    """
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def save_private(payload: Any, path: Path | str) -> None:
+    """``torch.save`` ``payload`` to ``path`` with mode 0600, through a temporary name and a rename.
+
+    Trained weights and checkpoints are derived from a user's faces: owner-only, like the catalog.
+    A crash mid-write leaves the previous file in place. Example: ``save_private({"epoch": 1}, "ckpt.pt")``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file 0600 whatever the umask, so the rename keeps it private.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def save_model_file(path: Path | str, model: InceptionResnetV1, *, base: str, meta: dict[str, Any]) -> str:
     """Write ``model`` (its full state dict, on CPU) with ``base`` and ``meta``; return the file's sha256.
 
-    The file is written to a temporary name and renamed, so a crash never leaves half a model.
+    The file is written to a temporary name and renamed, so a crash never leaves half a model; a
+    model with NaN or infinite weights is refused (``ModelError``) rather than written.
 
     Example: ``save_model_file("me.pt", model, base="casia-webface:415ef259", meta={"epochs": 3})``.
     """
     path = Path(path)
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    bad = non_finite_tensors(state)
+    if bad:
+        raise ModelError(f"not writing {path}: {len(bad)} of {len(state)} tensors hold NaN or infinite values "
+                         f"(first: {bad[0]})")
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -59,15 +93,7 @@ def save_model_file(path: Path | str, model: InceptionResnetV1, *, base: str, me
         "state_dict": state,
         "meta": _plain(meta, "meta"),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_private(payload, path)
     return weights_sha256(path)
 
 
@@ -96,6 +122,11 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
     dim = payload.get("dim")
     if not isinstance(linear, torch.Tensor) or linear.ndim != 2 or linear.shape[0] != dim:
         raise ModelError(f"{path}: declared dim {dim} does not match its embedding layer; the file is damaged")
+    bad = non_finite_tensors(state)
+    if bad:
+        # Such a model (e.g. from a diverged run of an older facecluster) would embed every face as NaN.
+        raise ModelError(f"{path} holds NaN or infinite weights ({len(bad)} of {len(state)} tensors): its training "
+                         "diverged; train again with a lower --lr or --freeze-backbone")
     return payload
 
 

@@ -26,7 +26,8 @@ class PKSampler:
     ``skipped``). An identity with fewer than ``faces`` faces contributes all of them (no
     duplicates: a duplicated face would be a zero-distance positive). The order depends only on
     ``seed`` and the epoch, so a resumed run sees the same batches. The last batch of an epoch may
-    hold fewer identities, but never fewer than 2 (it needs negatives).
+    hold fewer identities, but never fewer than 2 (it needs negatives): a single leftover identity
+    joins the batch before it (P + 1 identities) rather than being dropped.
 
     Example: ``next(PKSampler([0, 0, 1, 1, 2, 2], 2, 2, seed=1).batches(0))`` -> 4 indices.
     """
@@ -59,10 +60,12 @@ class PKSampler:
         rng = random.Random(f"{self.seed}:{epoch}")  # string seeds hash stably across processes
         order = list(self.members)
         rng.shuffle(order)
-        for start in range(0, len(order), self.identities):
-            chosen = order[start : start + self.identities]
-            if len(chosen) < 2:
-                break
+        groups = [order[start : start + self.identities] for start in range(0, len(order), self.identities)]
+        if len(groups[-1]) < 2:
+            # A lone identity has no negatives of its own: it joins the previous batch, so every
+            # identity is still seen once per epoch (there are always >= 2 identities, so one exists).
+            groups[-2].extend(groups.pop())
+        for chosen in groups:
             batch: list[int] = []
             for label in chosen:
                 pool = self.members[label]

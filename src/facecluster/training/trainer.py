@@ -15,12 +15,14 @@ not used in that mode because they would need a backbone pass per step (see docs
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import platform
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from facecluster import __version__
 from facecluster.config import TrainConfig
 from facecluster.errors import DataError, ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.models.model_file import save_model_file
+from facecluster.models.model_file import non_finite_tensors, save_model_file, save_private
 from facecluster.reporting import ProgressFn, null_progress
 from facecluster.training.data import FaceSet, ValidationSet
 from facecluster.training.losses import TripletLoss
@@ -70,7 +72,7 @@ class TrainResult:
     miner: str
     identities: int
     faces: int
-    skipped_identities: int
+    skipped_identities: int  # left out for having fewer than 2 faces (by the data loader or the sampler)
     seconds: float
     faces_per_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -297,6 +299,69 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start without --resume") from exc
 
 
+#: TrainConfig fields a resumed run must share with the original, and the option that sets each. The
+#: rest (epochs: train longer; amp, compile: speed) may change. Everything here changes the weights,
+#: the batches or the random draws, so a mix would be neither run, and the model meta would lie.
+RESUME_MUST_MATCH = {
+    "freeze_backbone": "--freeze-backbone", "optimizer": "--optimizer", "lr": "--lr", "weight_decay": "--weight-decay",
+    "identities_per_batch": "-P/--batch-identities", "faces_per_identity": "-K/--batch-faces", "seed": "--seed",
+    "miner": "--miner", "margin": "--margin", "head_init": "--head-init", "flip": "--flip/--no-flip",
+    "dropout": "dropout", "augment_shift": "augment_shift",
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def data_fingerprint(data: FaceSet) -> str:
+    """A short digest of which photo is which identity: a resumed run must train on the same faces."""
+    h = hashlib.sha256()
+    for label, digest in zip(data.labels.tolist(), data.digests):
+        h.update(f"{data.names[int(label)]}\t{digest}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, base: BaseModel, data: FaceSet) -> None:
+    """One-line ``ModelError`` naming every option (and the data or weights) that differs from the run's."""
+    if int(ckpt.get("dim", -1)) != config.dim:
+        raise ModelError(f"cannot resume: the checkpoint in {run_dir} is {ckpt.get('dim')}-d, --dim is {config.dim}")
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict):  # a checkpoint of an earlier facecluster: its args.json has the config
+        try:
+            stored = json.loads((run_dir / "args.json").read_text()).get("config") or {}
+        except (OSError, ValueError, AttributeError):
+            stored = {}
+    now = asdict(config)
+    differ = [f"{flag} {_shown(stored[key])} (now {_shown(now[key])})" for key, flag in RESUME_MUST_MATCH.items()
+              if key in stored and stored[key] != now[key]]
+    if "base" in ckpt and ckpt["base"] != base.name:
+        differ.append(f"--weights {ckpt['base']} (now {base.name})")
+    if "data" in ckpt and ckpt["data"] != data_fingerprint(data):
+        differ.append("the training faces (--data/--from-catalog)")
+    if differ:
+        raise ModelError(f"cannot resume: the run in {run_dir} used {', '.join(differ)}; give the same options "
+                         "to continue it, or start a new run in another --run-dir")
+    done = int(ckpt["epoch"])
+    if done > config.epochs:
+        raise ModelError(f"cannot resume: the run in {run_dir} has already trained {done} epochs and --epochs "
+                         f"{config.epochs} is fewer; --epochs is the total, so give {done} or more")
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    # One flag per tensor, then a single device sync for all of them.
+    return bool(torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all())
+
+
+def _diverged(where: str, what: str, config: TrainConfig, epoch: int) -> ModelError:
+    kept = f"; checkpoint.pt keeps epoch {epoch - 1}" if epoch > 1 else ""
+    hint = "a lower --lr" + ("" if config.freeze_backbone else " or --freeze-backbone")
+    return ModelError(f"training diverged at {where}: {what} (--lr {config.lr:g}, --optimizer {config.optimizer}); "
+                      f"no model written{kept}; try {hint}")
+
+
 def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run_dir: Path,
           device: str = "cpu", val: ValidationSet | None = None, resume: bool = False,
           args: Mapping[str, Any] | None = None, progress: ProgressFn = null_progress,
@@ -317,10 +382,25 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         raise ModelError("--head-init pca needs pretrained --weights with an embedding layer; use --head-init random")
     if config.freeze_backbone and base.state_dict is None:
         raise ModelError("--freeze-backbone needs pretrained --weights: a random backbone would never learn")
+    # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
+    config = replace(config, lr=config.resolved_lr(base.state_dict is not None and not config.freeze_backbone))
     sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
     metrics_path = run_dir / "metrics.jsonl"
+    # Checked before any expensive work (features, PCA), so a wrong option fails in a second.
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if not checkpoint_path.exists():
+            raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
+        ckpt = _load_checkpoint(checkpoint_path)
+        _check_resume(ckpt, run_dir, config, base, data)
+    elif checkpoint_path.exists():
+        # A new run here would overwrite args.json and metrics.jsonl but not the old checkpoint until its
+        # first epoch ends, and a later --resume would continue the old weights under the new options.
+        raise ModelError(f"{run_dir} already holds the checkpoint of an earlier run: continue it with --resume, "
+                         "or give another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = data_fingerprint(data)
     _seed_everything(config.seed)
     model = build_model(config.dim, base, config.dropout, dev)
     frozen = config.freeze_backbone
@@ -354,12 +434,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         p.requires_grad_(not frozen or name.startswith(HEAD_PREFIXES))
     optimizer = _make_optimizer(config.optimizer, params, config.lr, config.weight_decay)
     history: list[dict[str, Any]] = []
-    if resume:
-        if not checkpoint_path.exists():
-            raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
-        ckpt = _load_checkpoint(checkpoint_path)
-        if int(ckpt.get("dim", -1)) != config.dim:
-            raise ModelError(f"cannot resume: the checkpoint in {run_dir} is {ckpt.get('dim')}-d, --dim is {config.dim}")
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=not frozen)
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
@@ -426,15 +501,20 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
             emb = emb.float()
             triplets = miner(emb, labels)
             result = loss_fn(emb, triplets)
+            loss = result.loss.item()  # once: on a GPU each .item() waits for the device
+            where = f"epoch {epoch}, step {sums['steps'] + 1} of {steps_per_epoch}"
+            if not math.isfinite(loss) or not bool(torch.isfinite(emb).all()):
+                raise _diverged(where, "the embeddings and loss became NaN or infinite", config, epoch)
             optimizer.zero_grad(set_to_none=True)
             if result.n_triplets:
                 result.loss.backward()
                 optimizer.step()
+                if not _all_finite(params):
+                    raise _diverged(where, "the update made weights NaN or infinite", config, epoch)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             seconds = time.perf_counter() - tick
             step_count += 1
-            loss = result.loss.item()  # once: on a GPU each .item() waits for the device
             sums["loss"] += loss
             sums["active"] += result.n_active
             sums["triplets"] += result.n_triplets
@@ -447,6 +527,12 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
                 on_step({"epoch": epoch, "step": step_count, "steps": total_steps, "loss": loss,
                          "active_fraction": result.active_fraction, "faces_per_s": len(batch) / max(seconds, 1e-9)})
         epoch_seconds = time.perf_counter() - epoch_start
+        # Frozen backbone: the checkpoint holds only the trained layer (the rest is the base, ~90 MB).
+        state = {k: v for k, v in model.state_dict().items() if not frozen or k.startswith(HEAD_PREFIXES)}
+        bad = non_finite_tensors(state)  # buffers too (BatchNorm statistics), which the step check does not see
+        if bad:
+            raise _diverged(f"the end of epoch {epoch}", f"{len(bad)} tensors became NaN or infinite (first: {bad[0]})",
+                            config, epoch)
         record: dict[str, Any] = {
             "epoch": epoch,
             "loss": sums["loss"] / max(sums["steps"], 1),
@@ -459,12 +545,12 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         if val is not None:
             record.update(validate(_Embedder(model, frozen, dev, flip_val)(val, val_feats), val))
         log(record)
-        # Frozen backbone: the checkpoint holds only the trained layer (the rest is the base, ~90 MB).
-        state = {k: v for k, v in model.state_dict().items() if not frozen or k.startswith(HEAD_PREFIXES)}
-        tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save({"epoch": epoch, "dim": config.dim, "model": state, "optimizer": optimizer.state_dict(),
-                    "history": history}, tmp)
-        tmp.replace(checkpoint_path)  # a crash mid-save keeps the previous checkpoint
+        # Private (0600) like the model file: these weights are derived from the user's faces. Written to a
+        # temporary name and renamed, so a crash mid-save keeps the previous checkpoint. "config", "base" and
+        # "data" let --resume refuse to mix runs.
+        save_private({"epoch": epoch, "dim": config.dim, "model": state, "optimizer": optimizer.state_dict(),
+                      "history": history, "config": asdict(config), "base": base.name, "data": fingerprint},
+                     checkpoint_path)
 
     meta = {
         "epochs": config.epochs, "miner": config.miner, "margin": config.margin, "optimizer": config.optimizer,
@@ -477,6 +563,6 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     return TrainResult(
         out=str(out), sha256=sha, run_dir=str(run_dir), epochs=config.epochs, steps=step_count, dim=config.dim,
         base=base.name, miner=config.miner, identities=len(sampler.members), faces=sampler.n_faces,
-        skipped_identities=len(sampler.skipped), seconds=round(time.perf_counter() - clock, 2),
+        skipped_identities=len(data.report.left_out_identities) + len(sampler.skipped), seconds=round(time.perf_counter() - clock, 2),
         faces_per_s=round(train_faces / max(train_time, 1e-9), 1), history=history, baseline=baseline,
     )
