@@ -403,7 +403,10 @@ def test_cli_option_and_weights_errors_come_before_detection(tmp_path: Path, no_
         "FACECLUSTER_OFFLINE": [],  # the default vggface2, not in the (empty) cache, offline
         "larger than the base embedding (512)": w + ["--dim", "600"],
         "no checkpoint.pt": w + ["--resume", "--run-dir", str(tmp_path / "run")],
+        "already holds the checkpoint of an earlier run": w + ["--run-dir", str(tmp_path / "old")],
     }
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "checkpoint.pt").write_bytes(b"an earlier run")
     if not torch.cuda.is_available():
         errors["CUDA"] = w + ["--amp"]
         errors["torch.compile"] = w + ["--compile"]

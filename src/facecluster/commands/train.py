@@ -52,7 +52,7 @@ def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
 def _check_before_data(config: TrainConfig, base: Any, device: str, run_dir: Path, resume: bool) -> None:
     """Refuse what ``train`` would refuse, before minutes of detection rather than after them."""
     from facecluster.errors import ModelError
-    from facecluster.training.trainer import check_device
+    from facecluster.training.trainer import check_device, check_run_dir
 
     if (config.amp or config.compile) and check_device(device).type != "cuda":
         raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
@@ -64,8 +64,7 @@ def _check_before_data(config: TrainConfig, base: Any, device: str, run_dir: Pat
         if config.dim > layer.shape[0]:
             raise ModelError(f"--dim {config.dim} is larger than the base embedding ({layer.shape[0]}): "
                              "use --head-init random or a smaller --dim")
-    if resume and not (run_dir / "checkpoint.pt").is_file():
-        raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
+    check_run_dir(run_dir, resume)
 
 
 def _interrupt_hint(run_dir: Path) -> str:

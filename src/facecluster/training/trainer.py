@@ -79,6 +79,21 @@ class TrainResult:
     baseline: dict[str, Any] | None = None  # the pretrained base model on the same validation pairs
 
 
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a run folder that does not fit: ``resume`` needs its checkpoint, a new run needs none.
+
+    Cheap, so the CLI calls it before detecting any photo: ``check_run_dir(Path("runs/a"), resume=True)``
+    """
+    has_checkpoint = (run_dir / "checkpoint.pt").exists()
+    if resume and not has_checkpoint:
+        raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
+    if not resume and has_checkpoint:
+        # A new run here would overwrite args.json and metrics.jsonl but not the old checkpoint until its
+        # first epoch ends, and a later --resume would continue the old weights under the new options.
+        raise ModelError(f"{run_dir} already holds the checkpoint of an earlier run: continue it with --resume, "
+                         "or give another --run-dir")
+
+
 def check_device(device: str) -> torch.device:
     """A torch device that exists here (``embed.check_device``: ``cuda`` without a GPU is a ``ModelError``)."""
     from facecluster.embed import check_device as _check
@@ -389,16 +404,10 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     metrics_path = run_dir / "metrics.jsonl"
     # Checked before any expensive work (features, PCA), so a wrong option fails in a second.
     ckpt: dict[str, Any] | None = None
+    check_run_dir(run_dir, resume)
     if resume:
-        if not checkpoint_path.exists():
-            raise ModelError(f"cannot resume: no checkpoint.pt in {run_dir}; give the --run-dir of the earlier run")
         ckpt = _load_checkpoint(checkpoint_path)
         _check_resume(ckpt, run_dir, config, base, data)
-    elif checkpoint_path.exists():
-        # A new run here would overwrite args.json and metrics.jsonl but not the old checkpoint until its
-        # first epoch ends, and a later --resume would continue the old weights under the new options.
-        raise ModelError(f"{run_dir} already holds the checkpoint of an earlier run: continue it with --resume, "
-                         "or give another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = data_fingerprint(data)
     _seed_everything(config.seed)
