@@ -106,3 +106,40 @@ def test_a_read_only_catalog_or_folder_is_named_as_such(tmp_path: Path, enforced
             Catalog.open(folder / "sub" / "new.db")
     finally:
         folder.chmod(0o755)
+
+
+def test_cluster_ids_are_never_reused_and_an_older_catalog_keeps_its_clusters(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from facecluster.migrations import apply_migrations
+
+    # A catalog written before m003: clusters 1-3, faces in 2 and 3.
+    path = tmp_path / "old.db"
+    db = Database(sqlite3.connect(str(path)))
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for migration in MIGRATIONS[:2]:
+        migration(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 'then')", [migration.__name__])
+    db.conn.commit()
+    db.execute("INSERT INTO models (id, kind, dim, created_at) VALUES ('m', 'pretrained', 2, 'then')")
+    db.execute("INSERT INTO photos (id, hash, path, size, mtime, added_at, updated_at) VALUES (1, 'h', 'p', 1, 0, 't', 't')")
+    for cid in (1, 2, 3):
+        db.execute("INSERT INTO clusters (id, model_id, size, created_at) VALUES (?, 'm', 1, 'then')", [cid])
+    for fid, cid in ((1, 2), (2, 3)):
+        db.execute("INSERT INTO faces (id, photo_id, x1, y1, x2, y2, probability, cluster_id, created_at) "
+                   "VALUES (?, 1, 0, 0, 1, 1, 0.9, ?, 'then')", [fid, cid])
+    db.conn.commit()
+    db.conn.close()
+    with Catalog.open(path) as catalog:
+        conn = catalog.db.conn
+        assert conn.execute("SELECT id, cluster_id FROM faces ORDER BY id").fetchall() == [(1, 2), (2, 3)]
+        assert conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        with catalog.transaction():
+            conn.execute("DELETE FROM clusters WHERE id = 3")  # the largest id goes (faces -> NULL)
+            new = conn.execute("INSERT INTO clusters (model_id, created_at) VALUES ('m', 'now')").lastrowid
+        assert new == 4  # not 3: a site or a note that says "cluster 3" must not name this one
+        assert conn.execute("SELECT cluster_id FROM faces WHERE id = 2").fetchone() == (None,)

@@ -131,7 +131,38 @@ def m002_faces_clustered_with(db: Database) -> None:
     db.execute("ALTER TABLE faces ADD COLUMN clustered_with TEXT")
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [m001_initial, m002_faces_clustered_with]
+def m003_cluster_ids_never_reused(db: Database) -> None:
+    """Cluster ids are never handed out twice (AUTOINCREMENT), so an old id is "no cluster", not another group.
+
+    Users name clusters by id (``label 5 Ada``, the commands on a review site built earlier); without
+    AUTOINCREMENT SQLite gives a new cluster the id of the largest deleted one. The table is rebuilt with
+    foreign keys off (``apply_migrations``), so ``faces.cluster_id`` keeps pointing at the same rows.
+    """
+    db.execute("BEGIN")
+    db.execute(
+        """
+        CREATE TABLE clusters_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model_id TEXT NOT NULL REFERENCES models(id),
+            run_id INTEGER REFERENCES runs(id),
+            person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+            size INTEGER NOT NULL DEFAULT 0,
+            ignored INTEGER NOT NULL DEFAULT 0, -- marked "not a face" / ignored by the user
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("INSERT INTO clusters_new (id, model_id, run_id, person_id, size, ignored, created_at) "
+               "SELECT id, model_id, run_id, person_id, size, ignored, created_at FROM clusters")
+    db.execute("DROP TABLE clusters")
+    db.execute("ALTER TABLE clusters_new RENAME TO clusters")
+
+
+#: Migrations that rebuild a table other tables point at: run with foreign keys off, so dropping the old
+#: table neither cascades nor sets references to NULL.
+REBUILDS_TABLES = {"m003_cluster_ids_never_reused"}
+
+MIGRATIONS: list[Callable[[Database], None]] = [m001_initial, m002_faces_clustered_with, m003_cluster_ids_never_reused]
 
 
 def now() -> str:
@@ -153,8 +184,15 @@ def apply_migrations(db: Database) -> list[str]:
         name = migration.__name__
         if name in done:
             continue
-        with db.conn:  # one transaction: the schema change and its record land together
-            migration(db)
-            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [name, now()])
+        rebuild = name in REBUILDS_TABLES
+        if rebuild:
+            db.execute("PRAGMA foreign_keys = OFF")  # only takes effect outside a transaction, so here
+        try:
+            with db.conn:  # one transaction: the schema change and its record land together
+                migration(db)
+                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [name, now()])
+        finally:
+            if rebuild:
+                db.execute("PRAGMA foreign_keys = ON")
         applied.append(name)
     return applied
