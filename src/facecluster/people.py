@@ -517,6 +517,22 @@ def _remove_if_faceless(conn: Any, person_id: int | None) -> str | None:
     return name
 
 
+def tidy_after_deleted_faces(conn: Any) -> list[str]:
+    """After faces were deleted outside naming (a photo replaced or gone, re-detection): remove the people
+    left with no face, as ``_remove_if_faceless`` does, and refresh cluster sizes. Returns the removed names.
+
+        with catalog.transaction() as conn:
+            tidy_after_deleted_faces(conn)   # -> ["Solo"]
+    """
+    removed = []
+    for (person_id,) in conn.execute("SELECT id FROM people ORDER BY id").fetchall():
+        name = _remove_if_faceless(conn, int(person_id))
+        if name is not None:
+            removed.append(name)
+    _update_sizes(conn)
+    return removed
+
+
 def name_cluster(catalog: Catalog, cluster_id: int, name: str) -> dict[str, Any]:
     """Give cluster ``cluster_id`` a name (an existing name joins that person): ``label 3 "Ada"``.
 

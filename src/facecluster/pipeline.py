@@ -283,12 +283,23 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _crops_alike(a: bytes | None, b: bytes | None, max_diff: float) -> bool:
-    """Whether two stored crops show the same pixels, give or take re-encoding (mean |difference| <= max_diff)."""
-    if a is None or b is None:
-        return False
-    x, y = decode_crop(a).astype(np.int16), decode_crop(b).astype(np.int16)
+def _crops_alike(a: np.ndarray, b: np.ndarray, max_diff: float) -> bool:
+    """Whether two crops show the same pixels, give or take re-encoding (mean |difference| <= max_diff)."""
+    x, y = np.asarray(a, dtype=np.int16), np.asarray(b, dtype=np.int16)
     return x.shape == y.shape and float(np.abs(x - y).mean()) <= max_diff
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """A stored face's box and landmarks, in the pixels of a (possibly downscaled) image: a ``FaceLike``."""
+
+    box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float], ...]
+    probability: float = 1.0
+
+
+#: recrop(box, landmarks) -> the crop of the photo being written at that full-size geometry
+RecropFn = Callable[[Sequence[float], Sequence[Sequence[float]]], np.ndarray]
 
 
 @dataclass
@@ -315,6 +326,8 @@ class _Writer:
         self.crop_format = crop_format
         self.same_face_max_diff = same_face_max_diff
         self.displaced: dict[int, int] = {}  # old photo id -> the photo now at the path it was seen at
+        self.same_faces: dict[int, dict[int, int]] = {}  # old photo id -> {its face id: the new face showing it}
+        self.deleted_faces = False  # faces went with their photos: people and cluster sizes need a look
 
     def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
         self.conn.execute(
@@ -380,8 +393,11 @@ class _Writer:
         self._note_displaced(item, photo_id)
         self.upsert_file(item, photo_id, error)
 
-    def detected(self, item: _Prepared, faces: list[_NewFace]) -> list[int]:
-        """Store a detected photo; returns the ids of its faces that need (new) embeddings."""
+    def detected(self, item: _Prepared, faces: list[_NewFace], recrop: RecropFn | None = None) -> list[int]:
+        """Store a detected photo; returns the ids of its faces that need (new) embeddings.
+
+        ``recrop`` cuts the new photo at an old face's geometry: where this path held another photo, its
+        faces still in the picture are recognised (``_match_same_faces``) for ``finish`` to carry over."""
         image = item.image
         photo_id = self._photo_id(item)
         values = [str(item.path), item.size, item.mtime, image.width, image.height, image.orientation,
@@ -399,18 +415,45 @@ class _Writer:
                 "detector = ?, n_faces = ?, updated_at = ?, status = 'detected', error = NULL WHERE id = ?",
                 values + [photo_id],
             )
+        previous = self._previous_photo(item)
         self._note_displaced(item, photo_id)
         self.upsert_file(item, photo_id, None)
-        return self._store_faces(photo_id, faces)
+        ids = self._store_faces(photo_id, faces)
+        if previous is not None and previous != photo_id and recrop is not None:
+            self.same_faces[previous] = self._match_same_faces(previous, list(zip(ids, faces)), recrop)
+        return ids
+
+    def _match_same_faces(self, old: int, new_faces: list[tuple[int, _NewFace]], recrop: RecropFn) -> dict[int, int]:
+        # An old face is still in the new picture when the new photo, cut at the old face's own box and
+        # landmarks, gives the crop that was stored for it: re-saving or re-tagging changes a few levels,
+        # another face at that place tens. (Comparing with the new detection's crop instead would also see
+        # the detector's pixel of jitter, which moves a sharp crop by as much as another face.) Each old
+        # face then goes to the new face that overlaps it most (IoU > 0.5).
+        pairs: dict[int, int] = {}
+        rows = self.conn.execute("SELECT id, x1, y1, x2, y2, landmarks, crop FROM faces WHERE photo_id = ?",
+                                 [old]).fetchall()
+        for face_id, x1, y1, x2, y2, landmarks, crop in rows:
+            if crop is None or not landmarks:
+                continue
+            candidates = [(new_id, _iou((x1, y1, x2, y2), face.box)) for new_id, face in new_faces
+                          if new_id not in pairs.values()]
+            best = max(candidates, key=lambda c: c[1], default=None)
+            if best is None or best[1] <= 0.5:
+                continue
+            if _crops_alike(decode_crop(crop), recrop((x1, y1, x2, y2), json.loads(landmarks)),
+                            self.same_face_max_diff):
+                pairs[int(face_id)] = best[0]
+        return pairs
 
     def finish(self) -> bool:
-        """End of a completed run: forget photos no path holds any more; True if faces were deleted.
+        """End of a completed run: forget photos no path holds any more; True if faces were deleted (now or
+        by re-detection during the run).
 
         Where the content at a path changed, the faces of the photo it held that are still there (same
         box, same pixels: a photo whose tags or rating were edited) carry their ids, names and corrections
         over to the new photo; the rest go with the old photo.
         """
-        deleted = False
+        deleted = self.deleted_faces
         for old, new in self.displaced.items():
             if self.conn.execute("SELECT 1 FROM files WHERE photo_id = ? LIMIT 1", [old]).fetchone():
                 continue  # the old content is still at another path (swapped, shifted or copied files)
@@ -430,33 +473,20 @@ class _Writer:
         return faces > 0
 
     def _carry_faces(self, old: int, new: int) -> None:
-        # A new face takes over an old face's row (id, person, cluster, rejections, ignore) when their boxes
-        # overlap and their stored crops look alike: the mean absolute pixel difference separates a
-        # re-saved or re-tagged photo (0 to a few levels) from another face at the same place (tens).
-        old_faces = self.conn.execute(
-            "SELECT id, x1, y1, x2, y2, crop FROM faces WHERE photo_id = ?", [old]).fetchall()
-        new_faces = self.conn.execute(
-            "SELECT id, x1, y1, x2, y2, crop, landmarks, probability, crop_format FROM faces WHERE photo_id = ?",
-            [new]).fetchall()
-        taken: set[int] = set()
-        for old_face in old_faces:
-            best, best_iou = None, 0.5
-            for new_face in new_faces:
-                if new_face[0] in taken:
-                    continue
-                overlap = _iou(old_face[1:5], new_face[1:5])
-                if overlap > best_iou and _crops_alike(old_face[5], new_face[5], self.same_face_max_diff):
-                    best, best_iou = new_face, overlap
-            if best is None:
+        # Each new face that shows an old one (``_match_same_faces``) gives up its row: the old face's row
+        # (id, person, cluster, rejections, ignore) takes its geometry, crop and vectors instead.
+        for old_face, new_face in self.same_faces.get(old, {}).items():
+            row = self.conn.execute("SELECT x1, y1, x2, y2, crop, landmarks, probability, crop_format FROM faces "
+                                    "WHERE id = ? AND photo_id = ?", [new_face, new]).fetchone()
+            if row is None:
                 continue
-            taken.add(best[0])
-            self.conn.execute("DELETE FROM embeddings WHERE face_id = ?", [old_face[0]])
-            self.conn.execute("UPDATE embeddings SET face_id = ? WHERE face_id = ?", [old_face[0], best[0]])
-            self.conn.execute("DELETE FROM faces WHERE id = ?", [best[0]])
+            self.conn.execute("DELETE FROM embeddings WHERE face_id = ?", [old_face])
+            self.conn.execute("UPDATE embeddings SET face_id = ? WHERE face_id = ?", [old_face, new_face])
+            self.conn.execute("DELETE FROM faces WHERE id = ?", [new_face])
             self.conn.execute(
                 "UPDATE faces SET photo_id = ?, x1 = ?, y1 = ?, x2 = ?, y2 = ?, crop = ?, landmarks = ?, "
                 "probability = ?, crop_format = ? WHERE id = ?",
-                [new, *best[1:], old_face[0]],
+                [new, *row, old_face],
             )
 
     def relink(self, moves: Sequence[tuple[int, str, str]]) -> None:
@@ -518,6 +548,7 @@ class _Writer:
                 ids.append(int(cursor.lastrowid or 0))
         for face_id in unmatched:
             self.conn.execute("DELETE FROM faces WHERE id = ?", [face_id])
+            self.deleted_faces = True
         return ids
 
 
@@ -631,6 +662,17 @@ def detect_paths(
             vectors = embedder.embed(np.stack([decode_crop(face.crop) for face in all_faces]))
         return per_photo, vectors
 
+    def _recrop(item: _Prepared) -> RecropFn:
+        def recrop(box: Sequence[float], landmarks: Sequence[Sequence[float]]) -> np.ndarray:
+            scale = item.image.scale  # stored geometry is full-size; the pixels may be downscaled
+            face = _Geometry(tuple(float(v) * scale for v in box),  # type: ignore[arg-type]
+                             tuple((float(x) * scale, float(y) * scale) for x, y in landmarks))
+            assert crop_fn is not None
+            return crop_fn(item.image.pixels, face, size=crop_config.crop_size, margin=crop_config.margin,
+                           align=crop_config.align)
+
+        return recrop
+
     def write(items: list[_Prepared], result: tuple[list[list[_NewFace]], np.ndarray | None]) -> None:
         nonlocal done
         per_photo, vectors = result
@@ -638,7 +680,7 @@ def detect_paths(
         with catalog.transaction():  # a batch's photos, faces and vectors land together
             face_ids: list[int] = []
             for item, faces in zip(loaded, per_photo):
-                face_ids.extend(writer.detected(item, faces))
+                face_ids.extend(writer.detected(item, faces, _recrop(item)))
                 report.detected += 1
                 report.faces += len(faces)
             for item in items:  # after the detected ones: a copy of a photo of this batch needs its row
@@ -702,9 +744,10 @@ def detect_paths(
             write_next()
         with catalog.transaction() as conn:
             if writer.finish():
-                from facecluster.people import _update_sizes
+                from facecluster.people import tidy_after_deleted_faces
 
-                _update_sizes(conn)  # clusters that lost faces with their photos show the right counts
+                # People left without a face go, and clusters show the counts they have now.
+                tidy_after_deleted_faces(conn)
     finally:
         # On Ctrl-C or an error: drop batches not started; those running finish but are not written.
         if pool is not None:
