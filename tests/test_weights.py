@@ -259,3 +259,12 @@ def test_a_cached_file_is_hashed_once_per_process(tmp_path: Path, monkeypatch: p
     with pytest.raises(WeightsError, match="changed since it was verified"):
         w.resolve_weights("casia-webface")
     assert len(calls) == 2
+
+
+def test_a_mistyped_weights_name_lists_the_names(tmp_path: Path) -> None:
+    from facecluster.weights import resolve_weights
+
+    with pytest.raises(WeightsError, match=r"casia-webfase does not exist \(weights names: casia-webface, vggface2\)"):
+        resolve_weights("casia-webface", Path("casia-webfase"))
+    with pytest.raises(WeightsError, match=r"does not exist$"):  # a path is a path
+        resolve_weights("casia-webface", tmp_path / "w.pt")

@@ -276,7 +276,10 @@ def resolve_weights(name: str, path: Path | None = None, progress: ProgressFn = 
     spec = WEIGHT_FILES[name]
     if path is not None:
         if not Path(path).is_file():
-            raise WeightsError(f"weights file {path} does not exist")
+            # A bare word is more likely a mistyped weights name than a missing file.
+            hint = "" if Path(path).suffix or len(Path(path).parts) > 1 else \
+                f" (weights names: {', '.join(sorted(EMBEDDING_NAMES))})"
+            raise WeightsError(f"weights file {path} does not exist{hint}")
         return Path(path)
     if name in EMBEDDING_NAMES and (env := os.environ.get("FACECLUSTER_WEIGHTS")):
         if not Path(env).is_file():
