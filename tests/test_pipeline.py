@@ -303,7 +303,7 @@ def test_copies_in_one_run_are_detected_once_and_removed_copies_are_forgotten(li
     report = detect_paths(catalog, [library], detector, crop=fake_crop)
     assert detector.images == len(LIBRARY) and report.detected == len(LIBRARY)
     assert report.faces == sum(len(v) for v in LIBRARY.values()) == _faces(catalog)
-    assert report.moved == 5  # the four copies in backup/ and the link are linked to their photos
+    assert report.copies == 5 and report.moved == 0  # the four copies in backup/ and the link: linked
     shutil.rmtree(backup)
     detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
     paths = [r[0] for r in catalog.db.execute("SELECT path FROM photos")] + \

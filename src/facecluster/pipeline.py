@@ -71,6 +71,7 @@ class DetectReport:
     detected: int = 0  # photos decoded and run through the detector
     skipped: int = 0  # unchanged since a previous run
     moved: int = 0  # known content at a new path: faces kept, nothing redone
+    copies: int = 0  # known content at a new path while another path of it still exists (a copy, a link)
     faces: int = 0  # faces found in the photos detected now
     embedded: int = 0  # faces embedded on the way (``embedder`` given)
     failed: list[FileFailure] = field(default_factory=list)
@@ -359,12 +360,27 @@ class _Writer:
             return
         if self._previous_photo(item) == photo_id:
             self.report.skipped += 1  # same content, only touched (new mtime): nothing to do
+        elif self._still_at_recorded_path(photo_id, item):
+            self.report.copies += 1
         else:
             self.report.moved += 1
         self._note_displaced(item, photo_id)
         self.conn.execute("UPDATE photos SET path = ?, size = ?, mtime = ?, updated_at = ? WHERE id = ?",
                           [str(item.path), item.size, item.mtime, now(), photo_id])
         self.upsert_file(item, photo_id, None)
+
+    def _still_at_recorded_path(self, photo_id: int, item: _Prepared) -> bool:
+        # The photo's recorded path still holds it, unchanged (same size and mtime as recorded): ``item`` is
+        # a copy or a link of it, not the photo moved. (After a swap the recorded path holds other content.)
+        row = self.conn.execute("SELECT f.path, f.size, f.mtime FROM photos p JOIN files f ON f.path = p.path "
+                                "AND f.photo_id = p.id WHERE p.id = ?", [photo_id]).fetchone()
+        if row is None or row[0] == str(item.path):
+            return False
+        try:
+            stat = os.stat(row[0])
+        except OSError:
+            return False
+        return stat.st_size == row[1] and stat.st_mtime == row[2]
 
     def failed(self, item: _Prepared) -> None:
         error = (item.error or "unknown error").splitlines()[0]

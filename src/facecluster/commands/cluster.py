@@ -30,7 +30,7 @@ def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
     if result.get("detect"):
         d = result["detect"]
         table.add_row("photos detected now", str(d["detected"]))
-        table.add_row("photos unchanged / moved", f"{d['skipped']} / {d['moved']}")
+        table.add_row("photos unchanged / moved / copies", f"{d['skipped']} / {d['moved']} / {d['copies']}")
         table.add_row("files failed", str(len(d["failed"])))
     table.add_row("faces embedded now", str(result["embed"]["embedded"] + (result.get("detect") or {}).get("embedded", 0)))
     table.add_row("faces of this model", str(cluster["faces"]))

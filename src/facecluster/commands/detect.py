@@ -33,7 +33,8 @@ def report_files(report: object, quiet: bool) -> None:
     if not quiet:
         click.echo(
             f"{report.files} files: {report.detected} detected ({report.faces} faces), "
-            f"{report.skipped} unchanged, {report.moved} moved or renamed, {len(report.failed)} failed",
+            f"{report.skipped} unchanged, {report.moved} moved or renamed, {report.copies} copies of known photos, "
+            f"{len(report.failed)} failed",
             err=True,
         )
     print_failures(report.failed, stream=sys.stderr)
