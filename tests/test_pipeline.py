@@ -388,15 +388,18 @@ def test_folders_that_could_not_be_listed_are_not_taken_for_deleted(library: Pat
 
 
 def test_a_deleted_copy_outside_the_folders_walked_is_not_shown_as_the_photo(library: Path, tmp_path: Path) -> None:
-    catalog = Catalog.open(None)
-    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
     backup = tmp_path / "backup"
     shutil.copytree(library, backup)
-    detect_paths(catalog, [backup], FakeDetector(), crop=fake_crop)  # the photos' paths are now the copies
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [backup], FakeDetector(), crop=fake_crop)  # the photos are first met in the backup
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert report.copies == len(LIBRARY) and report.moved == 0
+    paths = [r[0] for r in catalog.db.execute("SELECT path FROM photos")]
+    assert all(p.startswith(str(backup)) for p in paths)  # a copy does not change where a photo is shown
     shutil.rmtree(backup)
     report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
     assert report.skipped == len(LIBRARY)
-    paths = [r[0] for r in catalog.db.execute("SELECT path FROM photos UNION ALL SELECT path FROM files")]
+    paths = [r[0] for r in catalog.db.execute("SELECT path FROM photos")]
     assert all(Path(p).exists() for p in paths)
 
 
@@ -450,6 +453,61 @@ def test_a_person_whose_last_face_went_with_its_photo_is_removed(library: Path) 
     conn.execute("UPDATE faces SET person_id = 1, person_source = 'user', cluster_id = 7 WHERE id = ?", [face])
     conn.commit()
     make_photo(library / "2021" / "d1.png", [], colour=None)  # another picture, without a face
-    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
     assert conn.execute("SELECT count(*) FROM people").fetchone()[0] == 0
+    assert report.removed_people == ["Solo"] and report.to_dict()["removed_people"] == ["Solo"]
     assert conn.execute("SELECT count(*) FROM clusters").fetchone()[0] == 0
+
+
+def test_an_edited_photo_keeps_its_faces_when_the_run_is_interrupted(library: Path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    edited = [library / "2020" / "a2.png", library / "2021" / "c2.png"]
+    before = [_face_of(catalog, photo) for photo in edited]
+    conn = catalog.db.conn
+    conn.execute("INSERT INTO people (id, name, created_at) VALUES (1, 'Ada', 'now')")
+    conn.execute("UPDATE faces SET person_id = 1, person_source = 'user' WHERE id = ?", [before[0][0]])
+    conn.commit()
+    for photo in edited:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Rating", "5")
+        with Image.open(photo) as image:
+            image.load()
+            image.save(photo, pnginfo=info)
+
+    class Interrupting(FakeDetector):
+        def detect(self, images):  # type: ignore[no-untyped-def]
+            if self.calls == 1:
+                raise KeyboardInterrupt  # after the first edited photo's batch was written
+            return super().detect(images)
+
+    with pytest.raises(KeyboardInterrupt):
+        detect_paths(catalog, [library], Interrupting(), crop=fake_crop, pipeline=PipelineConfig(batch_size=1, workers=1))
+    conn.rollback()
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert [_face_of(catalog, photo) for photo in edited] == before
+    assert conn.execute("SELECT person_id FROM faces WHERE id = ?", [before[0][0]]).fetchone() == (1,)
+
+
+def test_a_photo_whose_faces_were_carried_to_a_look_alike_is_detected_again_where_it_turns_up(tmp_path: Path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    from tests.fakes import make_photo
+
+    lib = tmp_path / "lib"
+    a = make_photo(lib / "a.png", [0])
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    (face,) = _face_of(catalog, a)
+    os.rename(a, lib / "c.png")  # a.png is renamed, and a re-tagged copy of it takes its old name
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Rating", "5")
+    with Image.open(lib / "c.png") as image:
+        image.load()
+        image.save(a, pnginfo=info)
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    assert _face_of(catalog, a) == [face]  # a.png was met first: the face went to the look-alike
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    assert len(_face_of(catalog, lib / "c.png")) == 1  # c.png, linked to the emptied photo, is detected again

@@ -72,6 +72,7 @@ class DetectReport:
     skipped: int = 0  # unchanged since a previous run
     moved: int = 0  # known content at a new path: faces kept, nothing redone
     copies: int = 0  # known content at a new path while another path of it still exists (a copy, a link)
+    removed_people: list[str] = field(default_factory=list)  # left without a face by replaced photos
     faces: int = 0  # faces found in the photos detected now
     embedded: int = 0  # faces embedded on the way (``embedder`` given)
     failed: list[FileFailure] = field(default_factory=list)
@@ -327,7 +328,6 @@ class _Writer:
         self.crop_format = crop_format
         self.same_face_max_diff = same_face_max_diff
         self.displaced: dict[int, int] = {}  # old photo id -> the photo now at the path it was seen at
-        self.same_faces: dict[int, dict[int, int]] = {}  # old photo id -> {its face id: the new face showing it}
         self.deleted_faces = False  # faces went with their photos: people and cluster sizes need a look
 
     def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
@@ -358,15 +358,18 @@ class _Writer:
             item.error = "the catalog changed during the run: run the command again"
             self.failed(item)
             return
+        copy = False
         if self._previous_photo(item) == photo_id:
             self.report.skipped += 1  # same content, only touched (new mtime): nothing to do
         elif self._still_at_recorded_path(photo_id, item):
             self.report.copies += 1
+            copy = True  # the photo stays shown at its recorded path; this one is remembered too
         else:
             self.report.moved += 1
         self._note_displaced(item, photo_id)
-        self.conn.execute("UPDATE photos SET path = ?, size = ?, mtime = ?, updated_at = ? WHERE id = ?",
-                          [str(item.path), item.size, item.mtime, now(), photo_id])
+        if not copy:
+            self.conn.execute("UPDATE photos SET path = ?, size = ?, mtime = ?, updated_at = ? WHERE id = ?",
+                              [str(item.path), item.size, item.mtime, now(), photo_id])
         self.upsert_file(item, photo_id, None)
 
     def _still_at_recorded_path(self, photo_id: int, item: _Prepared) -> bool:
@@ -412,8 +415,9 @@ class _Writer:
     def detected(self, item: _Prepared, faces: list[_NewFace], recrop: RecropFn | None = None) -> list[int]:
         """Store a detected photo; returns the ids of its faces that need (new) embeddings.
 
-        ``recrop`` cuts the new photo at an old face's geometry: where this path held another photo, its
-        faces still in the picture are recognised (``_match_same_faces``) for ``finish`` to carry over."""
+        ``recrop`` cuts the new photo at an old face's geometry: where this path held another photo that no
+        other path holds, its faces still in the picture (``_match_same_faces``) are carried over at once,
+        in this batch's transaction, so an interrupted run loses none of them."""
         image = item.image
         photo_id = self._photo_id(item)
         values = [str(item.path), item.size, item.mtime, image.width, image.height, image.orientation,
@@ -435,8 +439,13 @@ class _Writer:
         self._note_displaced(item, photo_id)
         self.upsert_file(item, photo_id, None)
         ids = self._store_faces(photo_id, faces)
-        if previous is not None and previous != photo_id and recrop is not None:
-            self.same_faces[previous] = self._match_same_faces(previous, list(zip(ids, faces)), recrop)
+        if previous is not None and previous != photo_id and recrop is not None and not self.conn.execute(
+                "SELECT 1 FROM files WHERE photo_id = ? LIMIT 1", [previous]).fetchone():
+            pairs = self._match_same_faces(previous, list(zip(ids, faces)), recrop)
+            if pairs:
+                self._carry_faces(previous, photo_id, pairs)
+                kept = {new_face: old_face for old_face, new_face in pairs.items()}
+                ids = [kept.get(face_id, face_id) for face_id in ids]  # their vectors go to the old rows
         return ids
 
     def _match_same_faces(self, old: int, new_faces: list[tuple[int, _NewFace]], recrop: RecropFn) -> dict[int, int]:
@@ -463,18 +472,12 @@ class _Writer:
 
     def finish(self) -> bool:
         """End of a completed run: forget photos no path holds any more; True if faces were deleted (now or
-        by re-detection during the run).
-
-        Where the content at a path changed, the faces of the photo it held that are still there (same
-        box, same pixels: a photo whose tags or rating were edited) carry their ids, names and corrections
-        over to the new photo; the rest go with the old photo.
+        by re-detection during the run). Faces of an edited photo were carried over already (``detected``).
         """
         deleted = self.deleted_faces
-        for old, new in self.displaced.items():
+        for old in self.displaced:
             if self.conn.execute("SELECT 1 FROM files WHERE photo_id = ? LIMIT 1", [old]).fetchone():
                 continue  # the old content is still at another path (swapped, shifted or copied files)
-            if self.conn.execute("SELECT 1 FROM photos WHERE id = ?", [new]).fetchone():
-                self._carry_faces(old, new)
             deleted |= self._delete_photo(old)
         # Photos left with no path by an interrupted run (their move was not finished) go too.
         for (orphan,) in self.conn.execute(
@@ -488,14 +491,13 @@ class _Writer:
         self.conn.execute("DELETE FROM photos WHERE id = ?", [photo_id])
         return faces > 0
 
-    def _carry_faces(self, old: int, new: int) -> None:
-        # Each new face that shows an old one (``_match_same_faces``) gives up its row: the old face's row
-        # (id, person, cluster, rejections, ignore) takes its geometry, crop and vectors instead.
-        for old_face, new_face in self.same_faces.get(old, {}).items():
+    def _carry_faces(self, old: int, new: int, pairs: dict[int, int]) -> None:
+        # Each new face that shows an old one gives up its row: the old face's row (id, person, cluster,
+        # rejections, ignore) takes its geometry, crop and vectors instead. Should the old content turn up
+        # at another path after all (files swapped), it is detected again rather than linked without faces.
+        for old_face, new_face in pairs.items():
             row = self.conn.execute("SELECT x1, y1, x2, y2, crop, landmarks, probability, crop_format FROM faces "
-                                    "WHERE id = ? AND photo_id = ?", [new_face, new]).fetchone()
-            if row is None:
-                continue
+                                    "WHERE id = ?", [new_face]).fetchone()
             self.conn.execute("DELETE FROM embeddings WHERE face_id = ?", [old_face])
             self.conn.execute("UPDATE embeddings SET face_id = ? WHERE face_id = ?", [old_face, new_face])
             self.conn.execute("DELETE FROM faces WHERE id = ?", [new_face])
@@ -504,6 +506,7 @@ class _Writer:
                 "probability = ?, crop_format = ? WHERE id = ?",
                 [new, *row, old_face],
             )
+        self.conn.execute("UPDATE photos SET detector = NULL WHERE id = ?", [old])
 
     def relink(self, moves: Sequence[tuple[int, str, str]]) -> None:
         """Point each photo at an existing path of it instead of a recorded one that is gone (and forget that)."""
@@ -763,7 +766,7 @@ def detect_paths(
                 from facecluster.people import tidy_after_deleted_faces
 
                 # People left without a face go, and clusters show the counts they have now.
-                tidy_after_deleted_faces(conn)
+                report.removed_people = tidy_after_deleted_faces(conn)
     finally:
         # On Ctrl-C or an error: drop batches not started; those running finish but are not written.
         if pool is not None:
@@ -888,6 +891,12 @@ def embed_pending(
             report.embedded += len(ids)
         progress("embed", start + len(chunk), len(todo))
     return report
+
+
+def print_removed_people(names: Sequence[str], stream: Any = None) -> None:
+    """One line on stderr naming the people a run removed because their last face went with its photo."""
+    if names:
+        (stream or sys.stderr).write(f"removed (no faces left: their photos were replaced): {', '.join(names)}\n")
 
 
 def print_failures(failures: Sequence[FileFailure], limit: int = 20, stream: Any = None) -> None:

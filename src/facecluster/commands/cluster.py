@@ -108,7 +108,9 @@ def command(
     from facecluster.config import DetectConfig, EmbedConfig
     from facecluster.output import emit_json
     from facecluster.people import cluster_catalog, list_people
-    from facecluster.pipeline import detect_paths, embed_pending, load_detector, load_embedder, print_failures
+    from facecluster.pipeline import (
+        detect_paths, embed_pending, load_detector, load_embedder, print_failures, print_removed_people,
+    )
     from facecluster.progress import progress_bar
 
     overrides = {
@@ -151,6 +153,7 @@ def command(
     if not quiet:
         _summary(result, people[:10])
     print_failures(failed)
+    print_removed_people(result.get("detect", {}).get("removed_people", []))
     print_embed_failures(result["embed"]["failed"])
     if files:
         warn_if_no_files(detected, files, quiet)

@@ -27,7 +27,7 @@ def collect_paths(paths: tuple[Path, ...]) -> list[Path]:
 
 def report_files(report: object, quiet: bool) -> None:
     """Summary of a detection on stderr (unless quiet), then one line per failed file (always)."""
-    from facecluster.pipeline import DetectReport, print_failures
+    from facecluster.pipeline import DetectReport, print_failures, print_removed_people
 
     assert isinstance(report, DetectReport)
     if not quiet:
@@ -38,6 +38,7 @@ def report_files(report: object, quiet: bool) -> None:
             err=True,
         )
     print_failures(report.failed, stream=sys.stderr)
+    print_removed_people(report.removed_people, stream=sys.stderr)
 
 
 def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None:
