@@ -49,24 +49,6 @@ def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
     return BaseModel(state, f"{KNOWN_SHA256.get(digest, path.stem)}:{digest[:8]}")
 
 
-def _check_before_data(config: TrainConfig, base: Any, device: str, run_dir: Path, resume: bool) -> None:
-    """Refuse what ``train`` would refuse, before minutes of detection rather than after them."""
-    from facecluster.errors import ModelError
-    from facecluster.training.trainer import check_device, check_run_dir
-
-    if (config.amp or config.compile) and check_device(device).type != "cuda":
-        raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
-    if config.head_init == "pca" and base.state_dict is not None:
-        layer = base.state_dict.get("last_linear.weight")
-        if layer is None:
-            raise ModelError("--head-init pca needs pretrained --weights with an embedding layer; "
-                             "use --head-init random")
-        if config.dim > layer.shape[0]:
-            raise ModelError(f"--dim {config.dim} is larger than the base embedding ({layer.shape[0]}): "
-                             "use --head-init random or a smaller --dim")
-    check_run_dir(run_dir, resume)
-
-
 def _interrupt_hint(run_dir: Path) -> str:
     """What to do after Ctrl-C: ``--resume`` once an epoch has been checkpointed; otherwise start again."""
     if (run_dir / "checkpoint.pt").is_file():
@@ -171,7 +153,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     from facecluster.output import counted, emit_json
     from facecluster.paths import data_dir as user_data_dir
     from facecluster.training.data import load_catalog_dataset, load_folder_dataset, load_validation_pairs, summary
-    from facecluster.training.trainer import check_device, train
+    from facecluster.training.trainer import check_device, check_options, train
 
     if (data_dir is None) == (not from_catalog):
         raise click.UsageError("give exactly one of --data DIR or --from-catalog")
@@ -200,7 +182,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     with _live(quiet) as (progress, on_step):
         # Everything that can be refused is refused here, before detection (minutes to hours).
         base = _base_model(weights, scratch, progress)
-        _check_before_data(config, base, device, run_dir, resume)
+        check_options(config, base, device, run_dir, resume)
         detector = _detector_factory(device, progress)
         val = None
         if val_pairs is not None and val_images is not None:

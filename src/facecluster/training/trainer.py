@@ -79,6 +79,29 @@ class TrainResult:
     baseline: dict[str, Any] | None = None  # the pretrained base model on the same validation pairs
 
 
+def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool) -> torch.device:
+    """Refuse what ``train`` cannot do whatever the photos are; the device to train on.
+
+    Cheap, so the CLI calls it before detecting any photo (minutes to hours), and ``train`` calls it
+    first: ``check_options(TrainConfig(amp=True), base, "cpu", run_dir, False)`` raises ``ModelError``.
+    """
+    dev = check_device(device)
+    if (config.amp or config.compile) and dev.type != "cuda":
+        raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
+    if config.head_init == "pca":
+        layer = None if base.state_dict is None else base.state_dict.get("last_linear.weight")
+        if layer is None:
+            raise ModelError("--head-init pca needs pretrained --weights with an embedding layer; "
+                             "use --head-init random")
+        if config.dim > layer.shape[0]:
+            raise ModelError(f"--dim {config.dim} is larger than the base embedding ({layer.shape[0]}): "
+                             "use --head-init random or a smaller --dim")
+    if config.freeze_backbone and base.state_dict is None:
+        raise ModelError("--freeze-backbone needs pretrained --weights: a random backbone would never learn")
+    check_run_dir(run_dir, resume)
+    return dev
+
+
 def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse a run folder that does not fit: ``resume`` needs its checkpoint, a new run needs none.
 
@@ -390,13 +413,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         result = train(data, TrainConfig(epochs=3), base=BaseModel(state, "casia"), out=Path("m.pt"),
                        run_dir=Path("runs/m"))
     """
-    dev = check_device(device)
-    if (config.amp or config.compile) and dev.type != "cuda":
-        raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
-    if config.head_init == "pca" and (base.state_dict is None or "last_linear.weight" not in base.state_dict):
-        raise ModelError("--head-init pca needs pretrained --weights with an embedding layer; use --head-init random")
-    if config.freeze_backbone and base.state_dict is None:
-        raise ModelError("--freeze-backbone needs pretrained --weights: a random backbone would never learn")
+    dev = check_options(config, base, device, run_dir, resume)
     # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
     config = replace(config, lr=config.resolved_lr(base.state_dict is not None and not config.freeze_backbone))
     sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
@@ -404,7 +421,6 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     metrics_path = run_dir / "metrics.jsonl"
     # Checked before any expensive work (features, PCA), so a wrong option fails in a second.
     ckpt: dict[str, Any] | None = None
-    check_run_dir(run_dir, resume)
     if resume:
         ckpt = _load_checkpoint(checkpoint_path)
         _check_resume(ckpt, run_dir, config, base, data)
