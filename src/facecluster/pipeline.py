@@ -285,6 +285,20 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _best_overlap(box: Sequence[float], candidates: dict[int, Sequence[float]]) -> int | None:
+    """The key of the candidate box that overlaps ``box`` most, if by more than half (IoU > 0.5).
+
+    >>> _best_overlap((0, 0, 10, 10), {1: (50, 50, 60, 60), 2: (1, 0, 11, 10)})
+    2
+    """
+    best, best_iou = None, 0.5
+    for key, other in candidates.items():
+        overlap = _iou(box, other)
+        if overlap > best_iou:
+            best, best_iou = key, overlap
+    return best
+
+
 def _crops_alike(a: np.ndarray, b: np.ndarray, max_diff: float) -> bool:
     """Whether two crops show the same pixels, give or take re-encoding (mean |difference| <= max_diff)."""
     x, y = np.asarray(a, dtype=np.int16), np.asarray(b, dtype=np.int16)
@@ -315,9 +329,9 @@ class _NewFace:
 class _Writer:
     """Writes one batch of prepared photos and their faces in the open transaction.
 
-    A path whose content changed leaves its old photo behind. That photo is only *noted* here
-    (``displaced``) and dealt with by ``finish`` at the end of the run: when files are swapped or a
-    numbered series is shifted by one, the old content turns up at another path later in the same run.
+    A path whose content changed leaves its old photo behind, without that path. It is deleted only by
+    ``finish``, at the end of the run, if no path holds it by then: when files are swapped or a numbered
+    series is shifted by one, the old content turns up at another path later in the same run.
     """
 
     def __init__(self, catalog: Catalog, key: str, report: DetectReport, crop_format: str,
@@ -327,7 +341,6 @@ class _Writer:
         self.report = report
         self.crop_format = crop_format
         self.same_face_max_diff = same_face_max_diff
-        self.displaced: dict[int, int] = {}  # old photo id -> the photo now at the path it was seen at
         self.deleted_faces = False  # faces went with their photos: people and cluster sizes need a look
 
     def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
@@ -347,10 +360,8 @@ class _Writer:
         row = self.conn.execute("SELECT photo_id FROM files WHERE path = ?", [str(item.path)]).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
-    def _note_displaced(self, item: _Prepared, new_photo_id: int) -> None:
-        old = self._previous_photo(item)
-        if old is not None and old != new_photo_id:
-            self.displaced[old] = new_photo_id
+    def _has_path(self, photo_id: int) -> bool:
+        return self.conn.execute("SELECT 1 FROM files WHERE photo_id = ? LIMIT 1", [photo_id]).fetchone() is not None
 
     def known(self, item: _Prepared) -> None:
         photo_id = self._photo_id(item)
@@ -366,7 +377,6 @@ class _Writer:
             copy = True  # the photo stays shown at its recorded path; this one is remembered too
         else:
             self.report.moved += 1
-        self._note_displaced(item, photo_id)
         if not copy:
             self.conn.execute("UPDATE photos SET path = ?, size = ?, mtime = ?, updated_at = ? WHERE id = ?",
                               [str(item.path), item.size, item.mtime, now(), photo_id])
@@ -409,7 +419,6 @@ class _Writer:
             # Keep faces found earlier (a file that became unreadable must not lose its names).
             self.conn.execute("UPDATE photos SET path = ?, error = ?, updated_at = ? WHERE id = ?",
                               [str(item.path), error, now(), photo_id])
-        self._note_displaced(item, photo_id)
         self.upsert_file(item, photo_id, error)
 
     def detected(self, item: _Prepared, faces: list[_NewFace], recrop: RecropFn | None = None) -> list[int]:
@@ -436,11 +445,9 @@ class _Writer:
                 values + [photo_id],
             )
         previous = self._previous_photo(item)
-        self._note_displaced(item, photo_id)
         self.upsert_file(item, photo_id, None)
         ids = self._store_faces(photo_id, faces)
-        if previous is not None and previous != photo_id and recrop is not None and not self.conn.execute(
-                "SELECT 1 FROM files WHERE photo_id = ? LIMIT 1", [previous]).fetchone():
+        if previous is not None and previous != photo_id and recrop is not None and not self._has_path(previous):
             pairs = self._match_same_faces(previous, list(zip(ids, faces)), recrop)
             if pairs:
                 self._carry_faces(previous, photo_id, pairs)
@@ -460,14 +467,11 @@ class _Writer:
         for face_id, x1, y1, x2, y2, landmarks, crop in rows:
             if crop is None or not landmarks:
                 continue
-            candidates = [(new_id, _iou((x1, y1, x2, y2), face.box)) for new_id, face in new_faces
-                          if new_id not in pairs.values()]
-            best = max(candidates, key=lambda c: c[1], default=None)
-            if best is None or best[1] <= 0.5:
-                continue
-            if _crops_alike(decode_crop(crop), recrop((x1, y1, x2, y2), json.loads(landmarks)),
-                            self.same_face_max_diff):
-                pairs[int(face_id)] = best[0]
+            taken = set(pairs.values())
+            best = _best_overlap((x1, y1, x2, y2), {i: face.box for i, face in new_faces if i not in taken})
+            if best is not None and _crops_alike(decode_crop(crop), recrop((x1, y1, x2, y2), json.loads(landmarks)),
+                                                 self.same_face_max_diff):
+                pairs[int(face_id)] = best
         return pairs
 
     def finish(self) -> bool:
@@ -475,11 +479,8 @@ class _Writer:
         by re-detection during the run). Faces of an edited photo were carried over already (``detected``).
         """
         deleted = self.deleted_faces
-        for old in self.displaced:
-            if self.conn.execute("SELECT 1 FROM files WHERE photo_id = ? LIMIT 1", [old]).fetchone():
-                continue  # the old content is still at another path (swapped, shifted or copied files)
-            deleted |= self._delete_photo(old)
-        # Photos left with no path by an interrupted run (their move was not finished) go too.
+        # Photos whose path took other content, unless the old content turned up elsewhere (swapped, shifted
+        # or copied files); and those an interrupted run left without a path.
         for (orphan,) in self.conn.execute(
             "SELECT id FROM photos p WHERE NOT EXISTS (SELECT 1 FROM files f WHERE f.photo_id = p.id)"
         ).fetchall():
@@ -493,13 +494,13 @@ class _Writer:
 
     def _carry_faces(self, old: int, new: int, pairs: dict[int, int]) -> None:
         # Each new face that shows an old one gives up its row: the old face's row (id, person, cluster,
-        # rejections, ignore) takes its geometry, crop and vectors instead. Should the old content turn up
-        # at another path after all (files swapped), it is detected again rather than linked without faces.
+        # rejections, ignore) takes its geometry and crop instead, and its old vectors go (the caller stores
+        # the new ones under the old id). Should the old content turn up at another path after all (files
+        # swapped), it is detected again rather than linked without faces.
         for old_face, new_face in pairs.items():
             row = self.conn.execute("SELECT x1, y1, x2, y2, crop, landmarks, probability, crop_format FROM faces "
                                     "WHERE id = ?", [new_face]).fetchone()
             self.conn.execute("DELETE FROM embeddings WHERE face_id = ?", [old_face])
-            self.conn.execute("UPDATE embeddings SET face_id = ? WHERE face_id = ?", [old_face, new_face])
             self.conn.execute("DELETE FROM faces WHERE id = ?", [new_face])
             self.conn.execute(
                 "UPDATE faces SET photo_id = ?, x1 = ?, y1 = ?, x2 = ?, y2 = ?, crop = ?, landmarks = ?, "
@@ -543,11 +544,7 @@ class _Writer:
         unmatched = {int(r[0]): (r[1], r[2], r[3], r[4]) for r in old}
         ids: list[int] = []
         for face in faces:
-            best, best_iou = None, 0.5
-            for face_id, box in unmatched.items():
-                overlap = _iou(face.box, box)
-                if overlap > best_iou:
-                    best, best_iou = face_id, overlap
+            best = _best_overlap(face.box, unmatched)
             row = [*face.box, json.dumps(face.landmarks), face.probability, face.crop, self.crop_format]
             if best is not None:
                 del unmatched[best]
