@@ -494,42 +494,48 @@ def _face_row(conn: Any, face_id: int) -> tuple[int, int | None, int | None]:
     return int(row[0]), row[1], row[2]
 
 
-def _remove_if_faceless(conn: Any, person_id: int | None) -> str | None:
-    """Delete person ``person_id`` when no face is theirs any more (own or through a cluster); their name, or None.
+#: People with no face of their own and none through a named cluster.
+_FACELESS = ("NOT EXISTS (SELECT 1 FROM faces WHERE person_id = people.id) AND NOT EXISTS "
+             "(SELECT 1 FROM faces f JOIN clusters c ON c.id = f.cluster_id WHERE c.person_id = people.id)")
+
+
+def _remove_faceless(conn: Any, person_id: int | None = None) -> list[str]:
+    """Delete person ``person_id`` (every person, if None) when no face is theirs any more (own or through a
+    cluster); the names removed.
 
     A name left with no face is a typo fixed by relabelling, or a person every face was taken from;
     listing it would count a person nobody can see. Their "not this person" rows go too: with the
     person gone they constrain nothing, and a later person of that name is a new person."""
+    where = _FACELESS + ("" if person_id is None else " AND id = ?")
+    rows = conn.execute(f"SELECT id, name FROM people WHERE {where} ORDER BY id",
+                        [] if person_id is None else [person_id]).fetchall()
+    for pid, _ in rows:
+        conn.execute("DELETE FROM face_rejections WHERE person_id = ?", [pid])
+        conn.execute("UPDATE clusters SET person_id = NULL WHERE person_id = ?", [pid])
+        conn.execute("DELETE FROM people WHERE id = ?", [pid])
+    if rows:
+        _update_sizes(conn)  # their emptied clusters, unnamed now, disappear
+    return [name for _, name in rows]
+
+
+def _remove_if_faceless(conn: Any, person_id: int | None) -> str | None:
+    """``_remove_faceless`` for one person: their name if they were removed, else None."""
     if person_id is None:
         return None
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM faces WHERE person_id = ?) "
-        "OR EXISTS (SELECT 1 FROM faces f JOIN clusters c ON c.id = f.cluster_id WHERE c.person_id = ?)",
-        [person_id, person_id],
-    ).fetchone()
-    if row[0]:
-        return None
-    name = _person_name(conn, person_id)
-    conn.execute("DELETE FROM face_rejections WHERE person_id = ?", [person_id])
-    conn.execute("UPDATE clusters SET person_id = NULL WHERE person_id = ?", [person_id])
-    conn.execute("DELETE FROM people WHERE id = ?", [person_id])
-    _update_sizes(conn)  # their emptied clusters, unnamed now, disappear
-    return name
+    removed = _remove_faceless(conn, person_id)
+    return removed[0] if removed else None
 
 
 def tidy_after_deleted_faces(conn: Any) -> list[str]:
     """After faces were deleted outside naming (a photo replaced or gone, re-detection): remove the people
-    left with no face, as ``_remove_if_faceless`` does, and refresh cluster sizes. Returns the removed names.
+    left with no face, as naming does, and refresh cluster sizes. Returns the removed names.
 
         with catalog.transaction() as conn:
             tidy_after_deleted_faces(conn)   # -> ["Solo"]
     """
-    removed = []
-    for (person_id,) in conn.execute("SELECT id FROM people ORDER BY id").fetchall():
-        name = _remove_if_faceless(conn, int(person_id))
-        if name is not None:
-            removed.append(name)
-    _update_sizes(conn)
+    removed = _remove_faceless(conn)
+    if not removed:  # (removing people refreshed the sizes already)
+        _update_sizes(conn)
     return removed
 
 
