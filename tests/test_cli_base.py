@@ -80,6 +80,20 @@ def test_json_output_writes_non_finite_floats_as_null(capsys: pytest.CaptureFixt
             "loss": None, "history": [{"loss": None}, {"loss": 0.5}], "v": [1.0, None], "t": [None, 1]}
 
 
+def test_csv_output_writes_non_finite_floats_as_empty_cells(capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import io
+
+    import numpy as np
+
+    from facecluster.output import emit_csv
+
+    emit_csv([{"a": float("nan"), "b": np.float32("inf"), "c": [1.0, float("nan")], "d": 0.5, "e": None}],
+             ["a", "b", "c", "d", "e"])
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows == [["a", "b", "c", "d", "e"], ["", "", "[1.0, null]", "0.5", ""]]
+
+
 def test_a_file_system_error_is_one_plain_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("a file where the export folder should go")
     out = tmp_path / "file" / "by-person"

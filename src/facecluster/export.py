@@ -29,6 +29,7 @@ from typing import Any
 
 from facecluster.catalog import Catalog
 from facecluster.errors import DataError
+from facecluster.output import csv_cell, dumps
 from facecluster.people import find_person
 from facecluster.privacy import copy_private, private_dir, write_private_text
 from facecluster.reporting import ProgressFn, null_progress
@@ -173,15 +174,13 @@ def _faces(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 def _serialise(records: list[dict[str, Any]], fmt: str) -> str:
     if fmt == "jsonl":
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        return "".join(dumps(r) + "\n" for r in records)
     buffer = io.StringIO()
     fields = list(records[0]) if records else []
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for r in records:
-        writer.writerow(
-            {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in r.items()}
-        )
+        writer.writerow({k: csv_cell(v) for k, v in r.items()})
     return buffer.getvalue()
 
 

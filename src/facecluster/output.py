@@ -40,30 +40,42 @@ def finite(obj: Any) -> Any:
     return obj
 
 
-def _dumps(obj: Any) -> str:
+def dumps(obj: Any) -> str:
+    """``obj`` as one line of strict JSON: ``dumps({"d": float("nan")})`` -> ``'{"d": null}'``."""
     # allow_nan=False: a non-finite float that slipped past ``finite`` is a bug, not output.
     return json.dumps(finite(obj), default=_default, ensure_ascii=False, allow_nan=False)
 
 
+def csv_cell(value: Any) -> Any:
+    """One CSV cell: nested values as JSON, NaN/infinity and ``None`` as an empty cell.
+
+    Example: ``csv_cell([1, 2])`` -> ``'[1, 2]'``; ``csv_cell(float("nan"))`` -> ``''``.
+    """
+    if isinstance(value, (list, dict, tuple)):
+        return dumps(value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        value = value.item()
+    value = finite(value)
+    return "" if value is None else value
+
+
 def emit_json(obj: Any) -> None:
     """Print one JSON object on stdout (non-finite floats as ``null``)."""
-    sys.stdout.write(_dumps(obj) + "\n")
+    sys.stdout.write(dumps(obj) + "\n")
 
 
 def emit_jsonl(records: Iterable[Mapping[str, Any]]) -> None:
     """Print one JSON object per line on stdout (non-finite floats as ``null``)."""
     for record in records:
-        sys.stdout.write(_dumps(record) + "\n")
+        sys.stdout.write(dumps(record) + "\n")
 
 
 def emit_csv(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> None:
-    """Print CSV with a header row on stdout; nested values are JSON-encoded."""
+    """Print CSV with a header row on stdout (cells as ``csv_cell`` writes them)."""
     writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     for record in records:
-        writer.writerow(
-            {k: json.dumps(v, default=_default) if isinstance(v, (list, dict, tuple)) else v for k, v in record.items()}
-        )
+        writer.writerow({k: csv_cell(v) for k, v in record.items()})
 
 
 def counted(n: int, one: str, many: str | None = None) -> str:
