@@ -121,6 +121,9 @@ def test_resume_continues_exactly(tmp_path: Path, base_state: dict) -> None:
                     run_dir=tmp_path / "b", resume=True)
     assert [h["loss"] for h in resumed.history[1:]] == pytest.approx([h["loss"] for h in straight.history[1:]], abs=1e-6)
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 4
+    args = json.loads((tmp_path / "b" / "args.json").read_text())  # says what ran last, and that it was resumed
+    assert args["config"]["epochs"] == 3
+    assert args["resumed"] == [{"after_epoch": 1, "changed": {"epochs": [1, 3]}}]
     with pytest.raises(ModelError, match="no checkpoint"):
         train(faces, _config(), base=base, out=tmp_path / "c.pt", run_dir=tmp_path / "c", resume=True)
 

@@ -388,6 +388,29 @@ def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, b
                          f"{config.epochs} is fewer; --epochs is the total, so give {done} or more")
 
 
+def _write_args(run_dir: Path, args: Mapping[str, Any] | None, config: TrainConfig,
+                resumed_after: int | None = None) -> None:
+    """Write ``args.json``: the command's options and the config in effect now.
+
+    On resume the file is rewritten (``--epochs`` may have grown, ``--device`` changed) and
+    ``resumed`` lists, per resume, the epoch it continued after and each config value that changed
+    (``{"after_epoch": 3, "changed": {"epochs": [3, 6]}}``), so the file always says what ran last.
+    """
+    path = run_dir / "args.json"
+    record: dict[str, Any] = {**dict(args or {}), "config": asdict(config)}
+    if resumed_after is not None:
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError):
+            before = {}
+        before = before if isinstance(before, dict) else {}
+        old_config = before.get("config") if isinstance(before.get("config"), dict) else {}
+        changed = {k: [old_config[k], v] for k, v in record["config"].items() if k in old_config and old_config[k] != v}
+        earlier = before.get("resumed") if isinstance(before.get("resumed"), list) else []
+        record["resumed"] = [*earlier, {"after_epoch": resumed_after, "changed": changed}]
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
     # One flag per tensor, then a single device sync for all of them.
     return bool(torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all())
@@ -464,8 +487,9 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
         history = list(ckpt.get("history", []))
+        _write_args(run_dir, args, config, resumed_after=start_epoch - 1)
     else:
-        (run_dir / "args.json").write_text(json.dumps({**dict(args or {}), "config": asdict(config)}, indent=2, default=str) + "\n")
+        _write_args(run_dir, args, config)
         (run_dir / "versions.json").write_text(json.dumps(_versions(), indent=2) + "\n")
         metrics_path.write_text("")
     train_step = model
