@@ -526,6 +526,27 @@ def test_a_diverging_run_stops_with_one_line_and_writes_no_model(tmp_path: Path,
     assert not (tmp_path / "m.pt").exists() and not (tmp_path / "r2" / "checkpoint.pt").exists()
 
 
+def test_batchnorm_statistics_gone_non_finite_stop_the_run_at_the_end_of_the_epoch(
+        tmp_path: Path, base_state: dict) -> None:
+    # The new layer's BatchNorm normalises with batch statistics while training, so NaN running statistics
+    # leave the loss and every weight finite: only the end-of-epoch check of all tensors (buffers too) sees
+    # them. A global forward hook spoils them right after each training-mode forward pass.
+    def spoil(module: torch.nn.Module, inputs: object, output: object) -> None:
+        if isinstance(module, torch.nn.BatchNorm1d) and module.training:
+            module.running_mean = torch.full_like(module.running_mean, float("nan"))  # a new tensor: autograd saved the old
+
+    tiny = {"identities_per_batch": 2, "faces_per_identity": 2, "head_init": "random", "miner": "batch-hard"}
+    handle = torch.nn.modules.module.register_module_forward_hook(spoil)
+    try:
+        with pytest.raises(ModelError, match=r"^training diverged at the end of epoch 1: 1 tensors became NaN or "
+                                             r"infinite \(first: last_bn.running_mean\) .*no model written"):
+            train(_faces(n_ids=2, per_id=2), _config(**tiny), base=BaseModel(base_state, "b"), out=tmp_path / "m.pt",
+                  run_dir=tmp_path / "r")
+    finally:
+        handle.remove()
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
 def test_default_lr_is_lower_when_the_pretrained_backbone_trains(tmp_path: Path, base_state: dict) -> None:
     defaults = TrainConfig()
     assert defaults.resolved_lr(False) == 0.05 and defaults.resolved_lr(True) == defaults.fine_tune_lr == 1e-4
