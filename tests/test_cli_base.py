@@ -148,6 +148,21 @@ cli.main()
 """
 
 
+@pytest.mark.parametrize("stop, code, word", [("term", 143, "Terminated"), ("int", 130, "Interrupted")])
+def test_a_stop_while_options_are_parsed_is_not_clicks_aborted(monkeypatch: pytest.MonkeyPatch, stop: str, code: int,
+                                                              word: str) -> None:
+    from click.testing import CliRunner
+
+    from facecluster import cli as cli_module
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise cli_module.Terminated() if stop == "term" else KeyboardInterrupt()
+
+    monkeypatch.setattr(cli_module.LazyGroup, "parse_args", stopped)
+    result = CliRunner().invoke(cli_module.cli, ["people"])
+    assert (result.exit_code, result.stdout, result.stderr) == (code, "", f"{word}: nothing was done.\n")
+
+
 def test_sigterm_stops_a_command_like_ctrl_c(tmp_path: Path) -> None:
     """`kill PID`: the batch in progress is rolled back, the run recorded `interrupted` with how far it got."""
     import json

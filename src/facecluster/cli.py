@@ -55,6 +55,17 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         return load_command(module_name, attr)
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        # Ctrl-C or SIGTERM while the top-level options are parsed, before any command ran: Click would say
+        # "Aborted!" and exit 1; say what happened and exit as a stopped command does (130 / 143).
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            click.echo(f"{'Terminated' if terminated else 'Interrupted'}: nothing was done.", err=True)
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
