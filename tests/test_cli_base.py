@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
+import shlex
 import stat
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -204,3 +209,60 @@ def test_a_read_only_catalog_is_one_line_that_says_so(tmp_path: Path, enforced_p
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: the catalog {db} is read-only: facecluster writes to it")
     assert len(result.stderr.splitlines()) == 1
+
+
+def _help_examples(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(command path, example line) for every ``facecluster ...`` line after ``Example:`` in every help."""
+    found = []
+    text = inspect.cleandoc(command.help or "")
+    lines = text.split("Example:", 1)[1].splitlines() if "Example:" in text else []
+    joined: list[str] = []
+    for line in lines:
+        if joined and joined[-1].endswith("\\"):
+            joined[-1] = joined[-1][:-1] + " " + line.strip()
+        else:
+            joined.append(line.strip())
+    found += [(path, line) for line in joined if line.startswith("facecluster ")]
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            found += _help_examples(command.get_command(ctx, name), (*path, name))
+    return found
+
+
+def _parse(args: list[str]) -> None:
+    """Parse ``facecluster ARGS`` down to the subcommand, as the shell would, without running anything."""
+    command: click.Command = cli
+    name, parent = "facecluster", None
+    while True:
+        ctx = command.make_context(name, args, parent=parent)
+        if not isinstance(command, click.Group):
+            return
+        rest = [*ctx._protected_args, *ctx.args]
+        name, command, args = command.resolve_command(ctx, rest)
+        parent = ctx
+
+
+def test_every_help_example_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ``Example:`` line of every command's help names options and arguments the command takes."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    examples = _help_examples(cli)
+    assert {path for path, _ in examples} >= {(name,) for name in cli.list_commands(click.Context(cli))}
+    for path, line in examples:
+        words = [os.path.expanduser(w) for w in shlex.split(re.split(r"\s[|>]\s", line)[0])[1:]]
+        command: click.Command = cli
+        for name in path:
+            command = command.get_command(click.Context(command), name)  # type: ignore[attr-defined]
+        needs = {opt: p.type for p in command.params for opt in p.opts
+                 if isinstance(p.type, click.Path) and p.type.exists}
+        for option, value in zip(words, words[1:]):  # what an example reads exists here (contents aside)
+            if option in needs:
+                if needs[option].dir_okay and not needs[option].file_okay:
+                    Path(value).mkdir(parents=True, exist_ok=True)
+                elif not Path(value).exists():
+                    Path(value).touch()
+        try:
+            _parse(words)
+        except click.UsageError as exc:
+            pytest.fail(f"`facecluster {' '.join(path)} --help` example {line!r}: {exc.format_message()}")

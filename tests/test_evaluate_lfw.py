@@ -258,6 +258,8 @@ def test_command_exits_3_when_pairs_are_skipped(fake_lfw: tuple[Path, Path], mon
     result = CliRunner().invoke(cli, ["evaluate", "lfw", "--images", str(root), "--pairs", str(pairs_path), "-q"])
     assert result.exit_code == 3
     assert result.stdout == ""
+    # -q silences the summary, not the reason for exit code 3
+    assert result.stderr.startswith("missing or unreadable: ") and "Ann_0001.jpg" in result.stderr
 
 
 def read_rgb_or_image_error(path: Path) -> np.ndarray:

@@ -131,6 +131,15 @@ def test_missing_photo_is_reported_not_linked(library: Library, tmp_path: Path) 
     assert all(p.resolve().exists() for p in out.rglob("*") if p.is_symlink())  # no broken link
 
 
+def test_missing_photos_are_listed_even_with_quiet(library: Library, tmp_path: Path) -> None:
+    # -q silences the summary, not the reason for exit code 3 (as `detect -q` still lists `failed:` files).
+    library.photos["zoe2"].unlink()
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "export", "--out", str(tmp_path / "export"), "-q"])
+    assert result.exit_code == EXIT_PARTIAL
+    [line] = result.stderr.splitlines()
+    assert line.startswith("missing: photo ") and line.endswith(f" of Zoë Ñúñez: {library.photos['zoe2']}")
+
+
 def test_rerun_is_idempotent_and_only_removes_its_own_files(library: Library, tmp_path: Path) -> None:
     out = tmp_path / "export"
     with Catalog.open(library.db) as catalog:

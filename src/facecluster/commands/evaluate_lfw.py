@@ -91,9 +91,9 @@ def command(images: Path, pairs: Path, weights: Path | None, model_path: Path | 
             f"({report.pairs} pairs, {report.skipped} skipped, {report.no_face} without a face; {report.model_id})",
             err=True,
         )
-        if report.missing:
-            click.echo(f"missing or unreadable: {', '.join(report.missing[:3])}"
-                       + (" …" if len(report.missing) > 3 else ""), err=True)
+    if report.missing:  # even with -q: they are why pairs were skipped and the exit code is 3
+        click.echo(f"missing or unreadable: {', '.join(report.missing[:3])}"
+                   + (" …" if len(report.missing) > 3 else ""), err=True)
     if roc is not None:  # after the results: a failed write must not throw the measurement away
         from facecluster.evaluate import roc_curve
 

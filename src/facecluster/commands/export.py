@@ -59,7 +59,7 @@ def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: s
             f"({summary.created} new, {summary.unchanged} unchanged, {summary.removed} removed).",
             err=True,
         )
-        for item in summary.missing:
-            click.echo(f"missing: photo {item['photo_id']} of {item['person']}: {item['path']}", err=True)
+    for item in summary.missing:  # even with -q: they are why the exit code is 3
+        click.echo(f"missing: photo {item['photo_id']} of {item['person']}: {item['path']}", err=True)
     if summary.missing:
         ctx.exit(EXIT_PARTIAL)

@@ -50,7 +50,7 @@ def default_site_dir() -> Path:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the site (default: site/ next to the default catalog). Rebuilt in place.",
+    help="Folder for the site (default: site/ in the data folder, ~/.local/share/facecluster/site). Rebuilt in place.",
 )
 @click.option("--open", "open_browser", is_flag=True, help="Open the index in the web browser when done.")
 @quiet_option

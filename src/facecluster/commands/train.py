@@ -148,7 +148,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     Example:
         facecluster train --data lfw/ --weights casia.pt --dim 128 --freeze-backbone \\
             --epochs 5 --out me.pt --val-pairs pairs.txt --val-images lfw/
-        facecluster embed --model me.pt ~/Pictures
+        facecluster cluster ~/Pictures --model me.pt
     """
     from facecluster.output import counted, emit_json
     from facecluster.paths import data_dir as user_data_dir
