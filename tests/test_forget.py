@@ -257,3 +257,11 @@ def test_runs_an_older_forget_garbled_are_still_redacted() -> None:
     )
     forget_person(catalog, "Ada")
     assert name_traces(catalog.db.conn, "Ada") == []
+
+
+def test_forget_counts_in_the_singular_for_one(tmp_path: Path) -> None:
+    lib = make_library(tmp_path)  # AC/DC: one face, with its crop and vector
+    asked = CliRunner().invoke(cli, ["--db", str(lib.db), "forget", "AC/DC"], input="n\n")
+    assert "Forget AC/DC: 1 face, 1 crop, 1 vector, 0 clusters?" in asked.output
+    result = CliRunner().invoke(cli, ["--db", str(lib.db), "forget", "AC/DC", "--yes"])
+    assert result.exit_code == 0 and "Forgot AC/DC: deleted 1 face, 1 crop, 1 vector, 0 clusters" in result.stderr

@@ -571,6 +571,7 @@ def test_checkpoint_is_private_and_a_new_run_never_reuses_its_folder(tmp_path: P
     base = BaseModel(base_state, "b")
     train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=tmp_path / "a.pt", run_dir=tmp_path / "r")
     assert _mode(tmp_path / "r" / "checkpoint.pt") == 0o600 == _mode(tmp_path / "a.pt")
+    assert _mode(tmp_path / "r") == 0o700  # args.json and metrics.jsonl are private too
     assert not list((tmp_path / "r").glob("*.tmp")) and not list((tmp_path / "r").glob(".*"))
     args_before = (tmp_path / "r" / "args.json").read_text()
     with pytest.raises(ModelError, match=r"already holds the checkpoint of an earlier run: continue it with --resume, "

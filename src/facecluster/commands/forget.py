@@ -49,8 +49,8 @@ def command(
             site = default_site_dir()  # the site `show` writes by default holds this person's faces too
         plan = plan_forget(catalog, person)
         what = (
-            f"{plan.name}: {plan.faces} faces, {plan.crops} crops, {plan.vectors} vectors, "
-            f"{counted(plan.clusters_deleted, 'cluster')}"
+            f"{plan.name}: {counted(plan.faces, 'face')}, {counted(plan.crops, 'crop')}, "
+            f"{counted(plan.vectors, 'vector')}, {counted(plan.clusters_deleted, 'cluster')}"
         )
         if not yes:
             click.confirm(f"Forget {what}? This cannot be undone", abort=True, err=True)
@@ -62,7 +62,8 @@ def command(
         emit_json(summary.as_dict())
     if not quiet:
         click.echo(
-            f"Forgot {summary.name}: deleted {summary.faces} faces, {summary.crops} crops, {summary.vectors} vectors, "
+            f"Forgot {summary.name}: deleted {counted(summary.faces, 'face')}, {counted(summary.crops, 'crop')}, "
+            f"{counted(summary.vectors, 'vector')}, "
             f"{counted(summary.clusters_deleted, 'cluster')} ({summary.clusters_kept} kept unnamed); photos untouched.",
             err=True,
         )

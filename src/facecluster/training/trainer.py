@@ -36,6 +36,7 @@ from facecluster.config import TrainConfig
 from facecluster.errors import DataError, ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
 from facecluster.models.model_file import non_finite_tensors, save_model_file, save_private
+from facecluster.privacy import private_dir
 from facecluster.reporting import ProgressFn, null_progress
 from facecluster.training.data import FaceSet, ValidationSet
 from facecluster.training.losses import TripletLoss
@@ -447,7 +448,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     if resume:
         ckpt = _load_checkpoint(checkpoint_path)
         _check_resume(ckpt, run_dir, config, base, data)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)  # 0700: args, metrics and checkpoints all derive from the user's faces
     fingerprint = data_fingerprint(data)
     _seed_everything(config.seed)
     model = build_model(config.dim, base, config.dropout, dev)
