@@ -268,3 +268,16 @@ def test_a_mistyped_weights_name_lists_the_names(tmp_path: Path) -> None:
         resolve_weights("casia-webface", Path("casia-webfase"))
     with pytest.raises(WeightsError, match=r"does not exist$"):  # a path is a path
         resolve_weights("casia-webface", tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize("command", [["cluster"], ["embed"]])
+def test_a_missing_weights_file_stops_before_any_catalog_is_made(tmp_path: Path, command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from facecluster.cli import cli
+
+    db = tmp_path / "new" / "catalog.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), *command, "--weights", str(tmp_path / "w.pt")])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+    assert not db.exists() and not db.parent.exists()  # nothing made, no failed run recorded

@@ -121,6 +121,10 @@ def command(
     files = collect_paths(paths)
     embed_config = EmbedConfig()
     result: dict[str, Any] = {}
+    # The weights are resolved (downloaded if need be) before the catalog opens: a mistyped --weights or an
+    # offline first run is one line, with no catalog created and no failed run recorded.
+    with progress_bar(quiet) as progress:
+        embedder = load_embedder(weights, model_path, device, embed_config, progress)
     with Catalog.open(db_path(ctx)) as catalog:
         previous = (catalog.last_run_args("cluster") or {}).get("config")
         if previous is not None and not full and _settings(previous) != _settings(config.__dict__):
@@ -132,7 +136,6 @@ def command(
         with catalog.run("cluster", args) as run:
             with progress_bar(quiet) as progress:
                 progress = recording_progress(progress, run.stats)
-                embedder = load_embedder(weights, model_path, device, embed_config, progress)
                 failed: list[Any] = []  # FileFailure of detect_paths
                 if files:
                     detected = detect_paths(

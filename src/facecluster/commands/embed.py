@@ -60,11 +60,14 @@ def command(
     from facecluster.pipeline import embed_pending, load_embedder
     from facecluster.progress import progress_bar
 
+    # The weights are resolved (downloaded if need be) before the catalog opens: a mistyped --weights or an
+    # offline first run is one line, with no catalog created and no failed run recorded.
+    with progress_bar(quiet) as progress:
+        embedder = load_embedder(weights, model_path, device, EmbedConfig(), progress)
     with Catalog.open(db_path(ctx)) as catalog:
         with catalog.run("embed", {"weights": weights, "model": model_path, "force": force}) as run:
             with progress_bar(quiet) as progress:
                 progress = recording_progress(progress, run.stats)
-                embedder = load_embedder(weights, model_path, device, EmbedConfig(), progress)
                 report = embed_pending(catalog, embedder, batch_size=batch_size, force=force, progress=progress)
             run.stats = report.to_dict()
             run.status = "partial" if report.failed else "ok"
