@@ -138,9 +138,22 @@ def detector_key(config: DetectConfig, crop_config: EmbedConfig = EmbedConfig())
 # -- finding files -------------------------------------------------------------------------------------
 
 
-def read_path_list(stream: Iterable[str]) -> list[Path]:
-    """Paths from lines of text (``find ... | facecluster detect -``); blank lines ignored."""
-    return [Path(line.rstrip("\r\n")) for line in stream if line.strip()]
+def read_path_list(data: bytes) -> list[Path]:
+    """Paths from what a pipe sent (``find ... | facecluster detect -``), as bytes: one path a line, or
+    NUL-separated when the data holds a NUL (``find -print0``, ``git ls-files -z``), the only way to
+    pass names that contain a newline.
+
+    Lines may end in CRLF; blank lines are ignored. Bytes are decoded as the file system does
+    (``os.fsdecode``), whatever the locale, so a name that is not UTF-8 reaches ``expand_paths``, which
+    reports it, instead of failing the whole read::
+
+        read_path_list(b"a.jpg\r\n\nb c.png\n")      # [Path('a.jpg'), Path('b c.png')]
+        read_path_list(b"new\nline.jpg\0b.jpg\0")    # [Path('new\nline.jpg'), Path('b.jpg')]
+    """
+    if b"\0" in data:
+        return [Path(os.fsdecode(name)) for name in data.split(b"\0") if name]
+    lines = (line.removesuffix(b"\r") for line in data.split(b"\n"))
+    return [Path(os.fsdecode(line)) for line in lines if line.strip()]
 
 
 UNLISTABLE = "cannot list folder"  # the reason given for a folder that could not be read
