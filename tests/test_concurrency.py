@@ -114,3 +114,34 @@ def test_an_inner_transaction_that_fails_undoes_only_its_own_writes() -> None:
         conn.execute("INSERT INTO people (name, created_at) VALUES ('Dee', 'now')")
         raise KeyError("undo all")
     assert catalog.db.execute("SELECT count(*) FROM people").fetchone()[0] == 2
+
+
+def test_two_commands_creating_one_catalog_at_once_both_open_it(tmp_path: Path, monkeypatch) -> None:
+    # `find ... | xargs -P4 facecluster detect` on a new catalog: each process sees no migration applied
+    # yet; the one that comes second must wait and find them done, not fail on "table photos already exists".
+    from facecluster import migrations
+
+    db = tmp_path / "new" / "catalog.db"
+    first, *rest = migrations.MIGRATIONS
+    others: list[threading.Thread] = []
+    errors: list[BaseException] = []
+
+    def other_process() -> None:
+        try:
+            Catalog.open(db).close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def m001_initial(database) -> None:  # the first process, half-way: another one opens the catalog
+        if not others:
+            others.append(threading.Thread(target=other_process))
+            others[0].start()
+            others[0].join(0.5)
+        first(database)
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m001_initial, *rest])
+    with Catalog.open(db) as catalog:
+        others[0].join(30)
+        assert not errors, errors
+        names = [r[0] for r in catalog.db.execute("SELECT name FROM _migrations ORDER BY name")]
+        assert names == sorted(m.__name__ for m in [first, *rest])
