@@ -145,3 +145,32 @@ def test_two_commands_creating_one_catalog_at_once_both_open_it(tmp_path: Path, 
         assert not errors, errors
         names = [r[0] for r in catalog.db.execute("SELECT name FROM _migrations ORDER BY name")]
         assert names == sorted(m.__name__ for m in [first, *rest])
+
+
+def test_faces_deleted_or_redetected_while_embed_runs_get_no_stale_vector(tmp_path: Path) -> None:
+    # `embed` reads crops, computes (minutes on a CPU), then writes. Meanwhile `forget` deletes a face and a
+    # `detect --force` of another process stores a new crop (and drops the face's vectors): the first must
+    # not stop embed with a foreign-key error, the second must not get the vector of its old crop.
+    from facecluster.pipeline import detect_paths, embed_pending, encode_crop
+    from facecluster.config import PipelineConfig
+    from tests.fakes import FakeDetector, FakeEmbedder, fake_crop, make_library
+
+    db = tmp_path / "catalog.db"
+    make_library(tmp_path / "photos")
+    with Catalog.open(db) as catalog:
+        detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
+        gone, changed, *kept = [r[0] for r in catalog.db.execute("SELECT id FROM faces ORDER BY id")]
+        new_crop = encode_crop(np.full((160, 160, 3), 7, dtype=np.uint8), PipelineConfig())
+
+        class Meanwhile(FakeEmbedder):
+            def embed(self, crops):
+                with Catalog.open(db) as other, other.transaction() as conn:
+                    conn.execute("DELETE FROM faces WHERE id = ?", [gone])
+                    conn.execute("UPDATE faces SET crop = ? WHERE id = ?", [new_crop, changed])
+                return super().embed(crops)
+
+        report = embed_pending(catalog, Meanwhile())
+        assert report.embedded == len(kept)
+        vectors = {r[0] for r in catalog.db.execute("SELECT face_id FROM embeddings")}
+        assert vectors == set(kept)  # `changed` is embedded by the next run, from its new crop
+        assert embed_pending(catalog, FakeEmbedder()).embedded == 1
