@@ -262,6 +262,8 @@ def unwritable_reason(path: Path) -> str | None:
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
+        if not folder.is_dir():
+            return f"cannot create the catalog {path}: {folder} is a file, not a folder"
         if not os.access(folder, os.W_OK | os.X_OK):
             return f"cannot create the catalog {path}: the folder {folder} is not writable"
         return None
