@@ -143,3 +143,12 @@ def test_cluster_ids_are_never_reused_and_an_older_catalog_keeps_its_clusters(tm
             new = conn.execute("INSERT INTO clusters (model_id, created_at) VALUES ('m', 'now')").lastrowid
         assert new == 4  # not 3: a site or a note that says "cluster 3" must not name this one
         assert conn.execute("SELECT cluster_id FROM faces WHERE id = 2").fetchone() == (None,)
+
+
+def test_a_file_where_the_catalog_folder_should_be_is_named_as_such(tmp_path: Path) -> None:
+    # `--db notes.txt/c.db` (a typo, or a file named like the folder): not "the folder is not writable".
+    (tmp_path / "notes.txt").write_text("not a folder")
+    for db in (tmp_path / "notes.txt" / "c.db", tmp_path / "notes.txt" / "sub" / "c.db"):
+        with pytest.raises(CatalogError) as info:
+            Catalog.open(db)
+        assert str(info.value) == f"cannot create the catalog {db}: {tmp_path / 'notes.txt'} is a file, not a folder"

@@ -99,6 +99,25 @@ def test_detect_embed_cluster_separately_and_stdin_paths(env: dict) -> None:
     assert json.loads(result.stdout)["cluster"]["faces"] == N_FACES - 2
 
 
+def test_detect_reads_nul_separated_and_non_utf8_paths_from_stdin(env: dict) -> None:
+    # find -print0 | facecluster detect -: a name with a newline is one path; a Latin-1 name (not UTF-8,
+    # whatever the locale) is one `failed:` line and exit 3, not an UnicodeDecodeError for the whole list.
+    photos = sorted(env["root"].rglob("*.png"))
+    odd = env["root"] / "new\nline.png"
+    shutil.copy(photos[0], odd)
+    latin1 = os.fsencode(env["root"]) + b"/caf\xe9.png"
+    shutil.copy(photos[1], latin1)
+    listing = b"\0".join(os.fsencode(p) for p in [*photos, odd]) + b"\0" + latin1 + b"\0"
+    result = CliRunner().invoke(cli, ["--db", str(env["db"]), "detect", "-", "--json"], input=listing)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    report = json.loads(result.stdout)
+    assert report["files"] == len(photos) + 2 and report["failed"][0]["path"].endswith("caf\\xe9.png")
+    assert report["detected"] + report["copies"] == len(photos) + 1
+    assert "not valid UTF-8" in result.stderr and "\0" not in result.stderr
+    with Catalog.open(env["db"]) as catalog:
+        assert catalog.db.execute("SELECT 1 FROM files WHERE path = ?", [str(odd)]).fetchone()
+
+
 def test_bad_inputs_are_recorded_with_exit_3(env: dict) -> None:
     bad = env["root"] / "bad"
     bad.mkdir()

@@ -209,7 +209,16 @@ def test_a_damaged_crop_is_one_plain_line(fmt: str) -> None:
 
 
 def test_read_path_list() -> None:
-    assert read_path_list(["a.jpg\n", "\n", "b c.png\r\n"]) == [Path("a.jpg"), Path("b c.png")]
+    assert read_path_list(b"a.jpg\n\n  \nb c.png\r\n") == [Path("a.jpg"), Path("b c.png")]
+    assert read_path_list(b"last.jpg") == [Path("last.jpg")]  # no newline at the end
+
+
+def test_read_path_list_nul_separated_and_not_utf8() -> None:
+    # find -print0: names may hold newlines, spaces at either end, CR; only NUL separates them.
+    assert read_path_list(b"new\nline.jpg\0 b.jpg\r\0\0c.png\0") == [
+        Path("new\nline.jpg"), Path(" b.jpg\r"), Path("c.png")]
+    # A Latin-1 name is kept as the file system would give it (surrogate escapes), not a decode error.
+    assert read_path_list(b"caf\xe9.jpg\n") == [Path(os.fsdecode(b"caf\xe9.jpg"))]
 
 
 # -- files that change between runs -------------------------------------------------------------------

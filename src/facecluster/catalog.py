@@ -34,6 +34,7 @@ class Catalog:
     def __init__(self, db: Database, path: Path | None) -> None:
         self.db = db
         self.path = path
+        self._depth = 0  # how many ``transaction()`` blocks are open (inner ones are savepoints)
 
     @classmethod
     def open(cls, path: Path | str | None, *, create: bool = True) -> "Catalog":
@@ -81,12 +82,22 @@ class Catalog:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside commits together or not at all.
 
-        Use plain SQL inside (sqlite-utils' write helpers commit on their own)::
+        It takes the catalog's write lock at once (``BEGIN IMMEDIATE``, waiting up to ``BUSY_TIMEOUT_S`` for
+        another process's write to finish), so what it reads inside is what it writes over: another command
+        cannot change the catalog between the two. A ``transaction()`` inside another is a savepoint: an
+        error inside undoes only its own writes, and the outer one commits. Use plain SQL inside
+        (sqlite-utils' write helpers commit on their own)::
 
             with catalog.transaction() as conn:
                 conn.execute("UPDATE people SET name = ? WHERE id = ?", ["Ada", 1])
         """
         conn = self.db.conn
+        if self._depth:
+            yield from self._savepoint(conn)
+            return
+        if not conn.in_transaction:  # (one opened by a bare write before is simply carried on)
+            conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield conn
         except BaseException:
@@ -94,6 +105,24 @@ class Catalog:
             raise
         else:
             conn.commit()
+        finally:
+            self._depth = 0
+
+    def _savepoint(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        name = f"facecluster_{self._depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # (SQLite may have rolled everything back already, e.g. on a full disk)
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
 
     # -- runs ---------------------------------------------------------------------------------------
 
@@ -233,6 +262,8 @@ def unwritable_reason(path: Path) -> str | None:
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
+        if not folder.is_dir():
+            return f"cannot create the catalog {path}: {folder} is a file, not a folder"
         if not os.access(folder, os.W_OK | os.X_OK):
             return f"cannot create the catalog {path}: the folder {folder} is not writable"
         return None

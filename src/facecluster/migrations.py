@@ -9,6 +9,8 @@ that has shipped. Each runs inside one transaction together with its row in ``_m
 
 from __future__ import annotations
 
+import sqlite3
+
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -19,7 +21,8 @@ from facecluster.errors import CatalogError
 
 def m001_initial(db: Database) -> None:
     """Photos, the paths they were seen at, faces, models, embeddings, clusters, people, runs."""
-    db.executescript(
+    _execute_script(
+        db,
         """
         CREATE TABLE photos (
             id INTEGER PRIMARY KEY,
@@ -138,7 +141,8 @@ def m003_cluster_ids_never_reused(db: Database) -> None:
     AUTOINCREMENT SQLite gives a new cluster the id of the largest deleted one. The table is rebuilt with
     foreign keys off (``apply_migrations``), so ``faces.cluster_id`` keeps pointing at the same rows.
     """
-    db.execute("BEGIN")
+    if not db.conn.in_transaction:  # (apply_migrations runs it in its own)
+        db.execute("BEGIN")
     db.execute(
         """
         CREATE TABLE clusters_new (
@@ -188,11 +192,32 @@ def apply_migrations(db: Database) -> list[str]:
         if rebuild:
             db.execute("PRAGMA foreign_keys = OFF")  # only takes effect outside a transaction, so here
         try:
-            with db.conn:  # one transaction: the schema change and its record land together
-                migration(db)
-                db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [name, now()])
+            # One transaction holding the write lock: the schema change and its record land together, and
+            # another process opening the catalog at the same moment waits, then finds the step done.
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", [name]).fetchone() is None:
+                    migration(db)
+                    db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [name, now()])
+                    applied.append(name)
+            except BaseException:
+                db.conn.rollback()
+                raise
+            db.conn.commit()
         finally:
             if rebuild:
                 db.execute("PRAGMA foreign_keys = ON")
-        applied.append(name)
     return applied
+
+
+def _execute_script(db: Database, script: str) -> None:
+    """Run the statements of ``script`` one by one in the open transaction (``executescript`` would
+    commit it first, letting another process in half-way)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {statement.strip()[:60]}")

@@ -162,7 +162,16 @@ def cluster_catalog(
 
         cluster_catalog(catalog, embedder.model_id, ClusterConfig(threshold=1.0), full=True)
     """
-    algos = algorithms or default_algorithms()
+    # One transaction from reading the faces to writing the clusters: a `label`, `forget` or `detect` of
+    # another process waits for it (BUSY_TIMEOUT_S), so none of its changes is written over with what was
+    # read before it. Readers (`people`, `faces`, `show`) are not held up.
+    with catalog.transaction():
+        return _cluster_catalog(catalog, model_id, config, full, run_id, algorithms or default_algorithms(),
+                                progress)
+
+
+def _cluster_catalog(catalog: Catalog, model_id: str, config: ClusterConfig, full: bool, run_id: int | None,
+                     algos: Algorithms, progress: ProgressFn) -> ClusterReport:
     report = ClusterReport(model_id=model_id)
     faces = _load_faces(catalog, model_id, config, report)
     current = {

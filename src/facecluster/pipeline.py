@@ -138,9 +138,22 @@ def detector_key(config: DetectConfig, crop_config: EmbedConfig = EmbedConfig())
 # -- finding files -------------------------------------------------------------------------------------
 
 
-def read_path_list(stream: Iterable[str]) -> list[Path]:
-    """Paths from lines of text (``find ... | facecluster detect -``); blank lines ignored."""
-    return [Path(line.rstrip("\r\n")) for line in stream if line.strip()]
+def read_path_list(data: bytes) -> list[Path]:
+    """Paths from what a pipe sent (``find ... | facecluster detect -``), as bytes: one path a line, or
+    NUL-separated when the data holds a NUL (``find -print0``, ``git ls-files -z``), the only way to
+    pass names that contain a newline.
+
+    Lines may end in CRLF; blank lines are ignored. Bytes are decoded as the file system does
+    (``os.fsdecode``), whatever the locale, so a name that is not UTF-8 reaches ``expand_paths``, which
+    reports it, instead of failing the whole read::
+
+        read_path_list(b"a.jpg\r\n\nb c.png\n")      # [Path('a.jpg'), Path('b c.png')]
+        read_path_list(b"new\nline.jpg\0b.jpg\0")    # [Path('new\nline.jpg'), Path('b.jpg')]
+    """
+    if b"\0" in data:
+        return [Path(os.fsdecode(name)) for name in data.split(b"\0") if name]
+    lines = (line.removesuffix(b"\r") for line in data.split(b"\n"))
+    return [Path(os.fsdecode(line)) for line in lines if line.strip()]
 
 
 UNLISTABLE = "cannot list folder"  # the reason given for a folder that could not be read
@@ -818,12 +831,15 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _insert_embeddings(conn: Any, embedder: Embedder, face_ids: Sequence[int], vectors: np.ndarray) -> None:
+def _checked_vectors(embedder: Embedder, n: int, vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.shape != (len(face_ids), embedder.dim):
-        raise FaceclusterError(
-            f"embedder {embedder.model_id} returned shape {vectors.shape}, expected ({len(face_ids)}, {embedder.dim})"
-        )
+    if vectors.shape != (n, embedder.dim):
+        raise FaceclusterError(f"embedder {embedder.model_id} returned shape {vectors.shape}, expected ({n}, {embedder.dim})")
+    return vectors
+
+
+def _insert_embeddings(conn: Any, embedder: Embedder, face_ids: Sequence[int], vectors: np.ndarray) -> None:
+    vectors = _checked_vectors(embedder, len(face_ids), vectors)
     stamp = now()
     conn.executemany(
         "INSERT OR REPLACE INTO embeddings (face_id, model_id, dim, dtype, vector, created_at) "
@@ -875,17 +891,25 @@ def embed_pending(
         rows = conn.execute(f"SELECT id, crop FROM faces WHERE id IN ({marks})", chunk).fetchall()
         ids: list[int] = []
         crops: list[np.ndarray] = []
+        blobs: dict[int, bytes] = {}
         for face_id, blob in rows:
             try:
                 crops.append(decode_crop(blob))
                 ids.append(int(face_id))
+                blobs[int(face_id)] = blob
             except ImageError as exc:
                 report.failed.append({"face_id": int(face_id), "error": f"stored crop unreadable: {exc.reason}"})
         if ids:
-            vectors = embedder.embed(np.stack(crops))
+            vectors = _checked_vectors(embedder, len(ids), embedder.embed(np.stack(crops)))
             with catalog.transaction():
-                _insert_embeddings(conn, embedder, ids, vectors)
-            report.embedded += len(ids)
+                # Another process may have deleted a face (forget, a replaced photo) or stored a new crop
+                # for it (detect) while the model ran: those get no vector from the crop read before.
+                marks = ",".join("?" * len(ids))
+                same = {int(i) for i, blob in conn.execute(f"SELECT id, crop FROM faces WHERE id IN ({marks})", ids)
+                        if blob == blobs[int(i)]}
+                keep = [k for k, face_id in enumerate(ids) if face_id in same]
+                _insert_embeddings(conn, embedder, [ids[k] for k in keep], vectors[keep])
+            report.embedded += len(keep)
         progress("embed", start + len(chunk), len(todo))
     return report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,13 +14,17 @@ from facecluster.errors import EXIT_PARTIAL
 
 
 def collect_paths(paths: tuple[Path, ...]) -> list[Path]:
-    """The paths given, with ``-`` replaced by the lines of stdin (``find ... | facecluster detect -``)."""
+    """The paths given, with ``-`` replaced by the paths on stdin, one a line or NUL-separated
+    (``find ... | facecluster detect -``, ``find ... -print0 | facecluster detect -``)."""
     from facecluster.pipeline import read_path_list
 
     out: list[Path] = []
     for path in paths:
         if str(path) == "-":
-            out.extend(read_path_list(sys.stdin))
+            stdin = sys.stdin
+            # Bytes, not text: a file name need not be valid in the locale's encoding.
+            data = stdin.buffer.read() if hasattr(stdin, "buffer") else os.fsencode(stdin.read())
+            out.extend(read_path_list(data))
         else:
             out.append(path)
     return out
@@ -63,7 +68,7 @@ def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None
 @json_option
 @click.pass_context
 def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: bool, quiet: bool, as_json: bool) -> None:
-    """Detect faces in photos (folders are walked; "-" reads paths from stdin).
+    """Detect faces in photos (folders are walked; "-" reads paths from stdin, one a line or NUL-separated).
 
     Stores each face with its box, landmarks, probability and aligned crop. Unchanged files are
     skipped, moved or renamed files keep their faces; --force detects again. Files that cannot be read
