@@ -266,3 +266,27 @@ def test_every_help_example_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             _parse(words)
         except click.UsageError as exc:
             pytest.fail(f"`facecluster {' '.join(path)} --help` example {line!r}: {exc.format_message()}")
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--csv"])
+def test_output_never_stops_half_way_on_a_stdout_that_cannot_encode_a_name(tmp_path: Path, fmt: str) -> None:
+    import csv
+    import io
+    import json
+    import subprocess
+    import sys
+
+    from test_site import make_library
+
+    lib = make_library(tmp_path)  # people "Zoë Ñúñez" and "AC/DC", paths under "Été 2024/"
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(root / "src")}
+    done = subprocess.run([sys.executable, "-m", "facecluster", "--db", str(lib.db), "faces", fmt],
+                          capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    text = done.stdout.decode("ascii")  # nothing but ASCII went out
+    if fmt == "--json":  # escaped as \uXXXX: the same JSON
+        assert "Zoë Ñúñez" in {json.loads(line)["person"] for line in text.splitlines()}
+    else:  # no escape exists in CSV: the characters come out as \xNN, and every row is there
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(rows) == len(text.splitlines()) - 1 and r"Zo\xeb \xd1\xfa\xf1ez" in {r["person"] for r in rows}

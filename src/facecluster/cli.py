@@ -9,6 +9,7 @@ and catalog-only commands start without importing torch.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import signal
 import sys
@@ -158,6 +159,10 @@ def main() -> None:
     """Console-script entry point."""
     # Here, not at import: the library (and tests calling `cli` in-process) keep Python's own handling.
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.encoding.lower().replace("-", "") != "utf8":
+        # A stdout that cannot encode every name (a Latin-1 locale, PYTHONIOENCODING=ascii): JSON is
+        # escaped (output.py); CSV and plain text get \\xNN escapes instead of stopping half-way.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         try:
             cli(prog_name="facecluster")

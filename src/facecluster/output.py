@@ -40,10 +40,20 @@ def finite(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any) -> str:
-    """``obj`` as one line of strict JSON: ``dumps({"d": float("nan")})`` -> ``'{"d": null}'``."""
+def dumps(obj: Any, ascii_only: bool = False) -> str:
+    """``obj`` as one line of strict JSON: ``dumps({"d": float("nan")})`` -> ``'{"d": null}'``.
+
+    ``ascii_only`` writes non-ASCII characters as ``\\uXXXX`` escapes (the same JSON, any encoding).
+    """
     # allow_nan=False: a non-finite float that slipped past ``finite`` is a bug, not output.
-    return json.dumps(finite(obj), default=_default, ensure_ascii=False, allow_nan=False)
+    return json.dumps(finite(obj), default=_default, ensure_ascii=ascii_only, allow_nan=False)
+
+
+def _stdout_ascii_only() -> bool:
+    # JSON for a stdout that cannot encode every character (a Latin-1 locale, PYTHONIOENCODING=ascii)
+    # is escaped, so a name like "Zoë Ñúñez" never stops the output half-way with UnicodeEncodeError.
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    return encoding not in ("utf8", "utf8sig")
 
 
 def csv_cell(value: Any) -> Any:
@@ -61,13 +71,14 @@ def csv_cell(value: Any) -> Any:
 
 def emit_json(obj: Any) -> None:
     """Print one JSON object on stdout (non-finite floats as ``null``)."""
-    sys.stdout.write(dumps(obj) + "\n")
+    sys.stdout.write(dumps(obj, _stdout_ascii_only()) + "\n")
 
 
 def emit_jsonl(records: Iterable[Mapping[str, Any]]) -> None:
     """Print one JSON object per line on stdout (non-finite floats as ``null``)."""
+    ascii_only = _stdout_ascii_only()
     for record in records:
-        sys.stdout.write(dumps(record) + "\n")
+        sys.stdout.write(dumps(record, ascii_only) + "\n")
 
 
 def emit_csv(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> None:
