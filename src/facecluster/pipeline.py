@@ -35,6 +35,7 @@ from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
 from facecluster.embed import Embedder
 from facecluster.errors import FaceclusterError, ImageError
 from facecluster.migrations import now
+from facecluster.output import printable
 from facecluster.reporting import ProgressFn, null_progress
 
 #: crop_face(pixels, face, size, margin) -> (size, size, 3) uint8; engineer B's ``align.crop_face``.
@@ -924,6 +925,6 @@ def print_failures(failures: Sequence[FileFailure], limit: int = 20, stream: Any
     """One line per failed file on stderr (the first ``limit``), then how many more."""
     out = stream or sys.stderr
     for failure in failures[:limit]:
-        out.write(f"failed: {failure.path}: {failure.error}\n")
+        out.write(f"failed: {printable(str(failure.path))}: {printable(str(failure.error))}\n")
     if len(failures) > limit:
         out.write(f"... and {len(failures) - limit} more failed files (see `facecluster faces` / the runs table)\n")

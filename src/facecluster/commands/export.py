@@ -8,7 +8,7 @@ import click
 
 from facecluster.commands.common import db_path, json_option, quiet_option
 from facecluster.errors import EXIT_PARTIAL
-from facecluster.output import counted, emit_json
+from facecluster.output import counted, emit_json, printable
 
 
 @click.command()
@@ -60,6 +60,7 @@ def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: s
             err=True,
         )
     for item in summary.missing:  # even with -q: they are why the exit code is 3
-        click.echo(f"missing: photo {item['photo_id']} of {item['person']}: {item['path']}", err=True)
+        click.echo(f"missing: photo {item['photo_id']} of {printable(item['person'])}: {printable(item['path'])}",
+                   err=True)
     if summary.missing:
         ctx.exit(EXIT_PARTIAL)
