@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image, JpegImagePlugin
 
 from facecluster.errors import ImageError
 from facecluster.images import SUPPORTED_SUFFIXES, LoadedImage, file_hash, iter_image_files, load_image
+from tests.fakes import unblocked_fifo
 
 
 def _photo(h: int = 60, w: int = 80) -> np.ndarray:
@@ -187,6 +189,23 @@ def test_directory_is_refused(tmp_path: Path) -> None:
         load_image(folder)
     with pytest.raises(ImageError, match="is a directory"):
         file_hash(folder)
+
+
+def test_fifo_and_devices_are_refused_without_blocking(tmp_path: Path) -> None:
+    # A FIFO named x.jpg (or a link to /dev/zero) must not hang the run: open() of a FIFO waits for a
+    # writer, and reading a device never ends.
+    with unblocked_fifo(tmp_path / "x.jpg") as fifo:
+        started = time.monotonic()
+        for read in (load_image, file_hash):
+            with pytest.raises(ImageError, match="not a regular file") as info:
+                read(fifo)
+            assert str(info.value).startswith("x.jpg: ") and "\n" not in str(info.value)
+        assert time.monotonic() - started < 5
+    if Path("/dev/zero").exists():
+        (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+        for read in (load_image, file_hash):
+            with pytest.raises(ImageError, match="not a regular file"):
+                read(tmp_path / "zero.jpg")
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from facecluster.catalog import Catalog
 from facecluster.config import PipelineConfig
 from facecluster.pipeline import decode_crop, detect_paths, embed_pending, encode_crop, read_path_list
-from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, fake_crop, make_library
+from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, fake_crop, make_library, unblocked_fifo
 
 
 @pytest.fixture()
@@ -99,6 +99,16 @@ def test_bad_files_are_recorded_and_the_run_goes_on(library: Path) -> None:
     errors = catalog.db.execute("SELECT count(*) FROM photos WHERE status = 'error'").fetchone()[0]
     assert errors == 3  # the missing file has no content to record
     assert catalog.db.execute("SELECT error FROM files WHERE path LIKE '%missing.png'").fetchone() is None
+
+
+def test_a_fifo_named_like_a_photo_fails_without_hanging_the_run(library: Path) -> None:
+    # In a folder and named on the command line: both are a `failed:` line, the other photos are detected.
+    with unblocked_fifo(library / "x.jpg") as fifo:
+        catalog = Catalog.open(None)
+        report = detect_paths(catalog, [library, fifo], FakeDetector(), crop=fake_crop)
+    failed = {Path(f.path).name: f.error for f in report.failed}
+    assert failed == {"x.jpg": "not a regular file (a FIFO)"}
+    assert report.detected == len(LIBRARY)
 
 
 def test_names_that_are_not_utf8_and_unlistable_folders_are_failures_not_crashes(
