@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +12,14 @@ import pytest
 
 from facecluster.catalog import Catalog
 from facecluster.config import PipelineConfig
-from facecluster.pipeline import decode_crop, detect_paths, embed_pending, encode_crop, read_path_list
+from facecluster.pipeline import (
+    decode_crop,
+    detect_paths,
+    embed_pending,
+    encode_crop,
+    print_failures,
+    read_path_list,
+)
 from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, fake_crop, make_library, unblocked_fifo
 
 
@@ -109,6 +117,23 @@ def test_a_fifo_named_like_a_photo_fails_without_hanging_the_run(library: Path) 
     failed = {Path(f.path).name: f.error for f in report.failed}
     assert failed == {"x.jpg": "not a regular file (a FIFO)"}
     assert report.detected == len(LIBRARY)
+
+
+def test_failures_print_one_line_each_even_for_names_with_newlines(library: Path) -> None:
+    # Linux allows any byte but "/" and NUL in a name: a newline or an escape sequence must neither break
+    # the one-line `failed:` report nor reach the terminal raw. The report's data keeps the real path.
+    for name in ("bad\nname.jpg", "tab\there.jpg", "esc\x1b[31mred.jpg"):
+        (library / name).write_text("not a photo")
+    catalog = Catalog.open(None)
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert {Path(f.path).name for f in report.failed} == {"bad\nname.jpg", "tab\there.jpg", "esc\x1b[31mred.jpg"}
+    out = io.StringIO()
+    print_failures(report.failed, stream=out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and all(line.startswith("failed: ") for line in lines)
+    assert "\x1b" not in out.getvalue() and "\t" not in out.getvalue()
+    assert any(line.startswith(f"failed: {library}/bad\\nname.jpg: not an image file") for line in lines)
+    assert any("esc\\x1b[31mred.jpg" in line for line in lines)
 
 
 def test_names_that_are_not_utf8_and_unlistable_folders_are_failures_not_crashes(

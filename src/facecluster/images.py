@@ -14,6 +14,7 @@ import hashlib
 import os
 import stat
 import threading
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -264,6 +265,27 @@ def printable_path(path: Path | str) -> str:
         printable_path(os.fsdecode(b"caf\\xe9.jpg"))   # 'caf\\xe9.jpg'
     """
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def shown_path(path: Path | str) -> str:
+    """``printable_path`` with control characters escaped too: a path to print inside one line of text.
+
+    A newline, tab or terminal escape sequence is a legal byte of a Linux file name; printed raw it would
+    split a one-line message or recolour the terminal. Example::
+
+        shown_path("/photos/bad\\nname.jpg")   # '/photos/bad\\\\nname.jpg' (a backslash and an n)
+    """
+    text = printable_path(path)
+    if text.isprintable():
+        return text
+    # Only what breaks a line or drives the terminal: other unprintables (a zero-width joiner in an
+    # emoji, a no-break space) are part of real names and are shown as they are.
+    return "".join(_escape_control(ch) if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
+def _escape_control(ch: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return named.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
 
 
 def file_hash(path: Path) -> str:

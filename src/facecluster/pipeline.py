@@ -898,8 +898,11 @@ def print_removed_people(names: Sequence[str], stream: Any = None) -> None:
 
 def print_failures(failures: Sequence[FileFailure], limit: int = 20, stream: Any = None) -> None:
     """One line per failed file on stderr (the first ``limit``), then how many more."""
+    from facecluster.images import shown_path
+
     out = stream or sys.stderr
     for failure in failures[:limit]:
-        out.write(f"failed: {failure.path}: {failure.error}\n")
+        # A file name may hold a newline or an escape sequence: escaped, so each failure stays one line.
+        out.write(f"failed: {shown_path(failure.path)}: {shown_path(failure.error)}\n")
     if len(failures) > limit:
         out.write(f"... and {len(failures) - limit} more failed files (see `facecluster faces` / the runs table)\n")
