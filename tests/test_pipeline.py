@@ -160,6 +160,21 @@ def test_names_that_are_not_utf8_and_unlistable_folders_are_failures_not_crashes
     assert report.detected == len(LIBRARY) and report.files == len(LIBRARY) + 2
 
 
+def test_a_folder_whose_name_is_not_utf8_is_a_failure_not_a_crash(library: Path) -> None:
+    # Named on the command line (`facecluster detect $'caf\xe9'`): its photos cannot be stored (the catalog
+    # keeps paths as text), so each is a failure; the run must not die looking up what was under it.
+    folder = os.fsencode(library) + b"/caf\xe9"
+    os.mkdir(folder)
+    with open(folder + b"/a.png", "wb") as handle:
+        handle.write((library / "2020" / "a1.png").read_bytes())
+    catalog = Catalog.open(None)
+    for _ in range(2):
+        report = detect_paths(catalog, [Path(os.fsdecode(folder)), library], FakeDetector(), crop=fake_crop)
+        assert [(Path(f.path).parent.name, f.error.startswith("the folder name is not valid UTF-8: rename the folder"))
+                for f in report.failed] == [("caf\\xe9", True)]
+    assert catalog.db.execute("SELECT count(*) FROM files").fetchone()[0] == len(LIBRARY)
+
+
 def test_batches_commit_separately_so_an_interrupt_keeps_finished_work(library: Path) -> None:
     class Interrupting(FakeDetector):
         def detect(self, images):

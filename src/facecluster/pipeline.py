@@ -178,8 +178,9 @@ def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[FileFailure]]:
             seen.add(item)
             shown = printable_path(item)
             if shown != str(item):
-                failures.append(FileFailure(shown, "the file name is not valid UTF-8: rename the file "
-                                            "(e.g. `convmv -f latin1 -t utf8 --notest FILE`)"))
+                what = "file" if printable_path(item.name) != item.name else "folder"
+                failures.append(FileFailure(shown, f"the {what} name is not valid UTF-8: rename the {what} "
+                                            f"(e.g. `convmv -f latin1 -t utf8 --notest {what.upper()}`)"))
                 continue
             files.append(item)
     return files, failures
@@ -598,6 +599,8 @@ def detect_paths(
         report = detect_paths(catalog, [Path("Pictures")], detector, force=False)
         report.failed  # [FileFailure(path=..., error=...)]
     """
+    from facecluster.images import printable_path
+
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
     files, failures = expand_paths(paths)
     report = DetectReport(files=len(files) + len(failures), failed=list(failures))
@@ -607,7 +610,8 @@ def detect_paths(
     # Folders walked in full: a path under one of them that was not found is gone. (Not a folder with a
     # sub-folder that could not be listed: what is in it is unknown.)
     unlisted = [f.path for f in failures if f.error.startswith(UNLISTABLE)]
-    walked = [root for root in paths if root.is_dir()
+    # Nor a folder whose name is not UTF-8: the catalog holds no path under it (paths are stored as text).
+    walked = [root for root in paths if root.is_dir() and printable_path(root) == str(root)
               and not any(p == str(root) or p.startswith(str(root).rstrip(os.sep) + os.sep) for p in unlisted)]
     crop_fn = crop
     # A factory is called only when a photo needs detection.
