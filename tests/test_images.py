@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -189,6 +190,23 @@ def test_directory_is_refused(tmp_path: Path) -> None:
         load_image(folder)
     with pytest.raises(ImageError, match="is a directory"):
         file_hash(folder)
+
+
+def test_broken_exif_block_is_upright_and_silent(tmp_path: Path) -> None:
+    # An APP1 "Exif" segment whose first IFD claims more entries than it holds: Pillow warns "Corrupt EXIF
+    # data" (two lines with a site-packages path on stderr); the photo must load, upright, without a word.
+    good = tmp_path / "good.jpg"
+    Image.fromarray(_photo()).save(good, quality=90)
+    data = good.read_bytes()
+    payload = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff" + bytes(range(40))
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(data[:2] + app1 + data[2:])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = load_image(broken)
+    assert [str(w.message) for w in caught] == []
+    assert image.orientation == 1 and image.pixels.shape == (60, 80, 3)
 
 
 def test_fifo_and_devices_are_refused_without_blocking(tmp_path: Path) -> None:

@@ -90,8 +90,10 @@ def _load_open(handle: BinaryIO, path: Path, max_side: int | None, max_pixels: i
         _register_heif()
     try:
         with warnings.catch_warnings():
-            # We enforce our own pixel limit below; Pillow's softer warning would only add noise on stderr.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow's warnings (DecompressionBombWarning: we enforce our own pixel limit below; "Corrupt EXIF
+            # data": the photo is then taken as upright; "Palette images with Transparency ...") would only put
+            # two lines with a site-packages path on stderr: the photo either decodes or raises ImageError.
+            warnings.simplefilter("ignore")
             with Image.open(handle) as image:
                 return _decode(image, name, max_side, max_pixels)
     except ImageError:
