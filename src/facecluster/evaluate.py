@@ -326,6 +326,18 @@ def choose_face(boxes: np.ndarray, shape: tuple[int, int]) -> int:
     return int(np.argmax(area - 2.0 * (dx**2 + dy**2)))
 
 
+def _check_measurable(kept: Sequence[Pair], pairs: Sequence[Pair]) -> None:
+    """Refuse (one-line ``DataError``) what the pairs left after missing photos cannot measure: a single fold
+    (nothing to hold out), or only matched or only mismatched pairs (any threshold scores 100%)."""
+    skipped = f"{len(pairs) - len(kept)} of {len(pairs)} pairs skipped: photos missing or unreadable"
+    folds = {p.fold for p in pairs}
+    if len({p.fold for p in kept}) < 2 <= len(folds):
+        raise DataError(f"only 1 fold of {len(folds)} has pairs that could be evaluated ({skipped})")
+    for same, kind in ((False, "mismatched"), (True, "matched")):
+        if not any(p.same == same for p in kept):
+            raise DataError(f"no {kind} pair could be evaluated ({skipped}): accuracy needs both kinds")
+
+
 def evaluate_lfw(images: Path, pairs: Sequence[Pair], detector: Any, embedder: FaceNetEmbedder,
                  read_image: ImageReader, batch_size: int = 16, subtract_mean: bool = True,
                  progress: ProgressFn = null_progress) -> tuple[LfwReport, np.ndarray, np.ndarray]:
@@ -374,6 +386,7 @@ def evaluate_lfw(images: Path, pairs: Sequence[Pair], detector: Any, embedder: F
     kept = [p for p in pairs if all(path in vectors for path in p.paths(images))]
     if not kept:
         raise DataError(f"no pair of {len(pairs)} could be evaluated: are the images under {images}?")
+    _check_measurable(kept, pairs)
     first = np.stack([vectors[p.paths(images)[0]] for p in kept])
     second = np.stack([vectors[p.paths(images)[1]] for p in kept])
     same = np.array([p.same for p in kept])
