@@ -209,6 +209,27 @@ def test_broken_exif_block_is_upright_and_silent(tmp_path: Path) -> None:
     assert image.orientation == 1 and image.pixels.shape == (60, 80, 3)
 
 
+def test_only_photo_formats_are_decoded_whatever_the_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow would open ~40 formats by content; an EPS file named .jpg runs Ghostscript on it (an external
+    # interpreter fed an untrusted file from the photo folder). Only the formats of SUPPORTED_SUFFIXES
+    # are tried: the rest is "not an image file in a supported format", and Ghostscript is never looked for.
+    from PIL import EpsImagePlugin
+
+    looked_for = []
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: looked_for.append(1) or True)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: looked_for.append(2) or None)
+    photo = Image.fromarray(_photo())
+    photo.save(tmp_path / "eps.jpg", "EPS")
+    photo.save(tmp_path / "icon.jpg", "ICO")
+    photo.convert("L").save(tmp_path / "pgm.png", "PPM")
+    for name in ("eps.jpg", "icon.jpg", "pgm.png"):
+        with pytest.raises(ImageError, match="not an image file in a supported format$"):
+            load_image(tmp_path / name)
+    assert looked_for == []
+    photo.save(tmp_path / "png_named.jpg", "PNG")  # a supported format under another supported suffix is fine
+    assert load_image(tmp_path / "png_named.jpg").pixels.shape == (60, 80, 3)
+
+
 def test_fifo_and_devices_are_refused_without_blocking(tmp_path: Path) -> None:
     # A FIFO named x.jpg (or a link to /dev/zero) must not hang the run: open() of a FIFO waits for a
     # writer, and reading a device never ends.

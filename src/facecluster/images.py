@@ -31,6 +31,10 @@ SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
 )
 _HEIF_SUFFIXES = frozenset({".heic", ".heif"})
+# The Pillow formats tried, whatever a file is named: those of SUPPORTED_SUFFIXES (MPO, a phone's JPEG
+# with extra pictures, opens as JPEG). Pillow alone would try ~40 by content, EPS among them, which hands
+# the file to Ghostscript, an interpreter we do not want to feed a file from a photo folder.
+_PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF")
 _ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the Pillow transpose that makes the photo upright (2..8; 1 is already upright).
 _TRANSPOSE = {
@@ -94,7 +98,7 @@ def _load_open(handle: BinaryIO, path: Path, max_side: int | None, max_pixels: i
             # data": the photo is then taken as upright; "Palette images with Transparency ...") would only put
             # two lines with a site-packages path on stderr: the photo either decodes or raises ImageError.
             warnings.simplefilter("ignore")
-            with Image.open(handle) as image:
+            with Image.open(handle, formats=_open_formats()) as image:
                 return _decode(image, name, max_side, max_pixels)
     except ImageError:
         raise
@@ -111,6 +115,12 @@ def _load_open(handle: BinaryIO, path: Path, max_side: int | None, max_pixels: i
         raise ImageError(f"truncated or corrupt image data ({_first_line(exc)})", name) from None
     except Exception as exc:  # noqa: BLE001 - the decoders of a dozen formats raise a dozen exception types
         raise ImageError(f"corrupt image ({type(exc).__name__}: {_first_line(exc)})", name) from None
+
+
+def _open_formats() -> list[str]:
+    # Those of _PHOTO_FORMATS that are registered now (HEIF and AVIF only once pillow-heif is).
+    Image.init()  # loads WebP and TIFF too (a no-op after the first call)
+    return [name for name in _PHOTO_FORMATS if name in Image.OPEN]
 
 
 def open_regular(path: Path) -> BinaryIO:
