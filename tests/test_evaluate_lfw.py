@@ -55,6 +55,21 @@ def test_malformed_pairs_files_give_one_line_errors(tmp_path: Path, text: str, m
         ev.parse_pairs(tmp_path / "absent.txt")
 
 
+def test_pairs_file_that_never_ends_is_refused_not_read_into_memory(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--pairs /dev/zero` (or a huge file by mistake) read the whole stream into memory: killed for memory.
+    monkeypatch.setattr(ev, "MAX_PAIRS_BYTES", 1 << 20)
+    big = tmp_path / "big.txt"
+    big.write_text("2\t1\n" + "Ann 1 2\n" * 200_000)
+    sources = [big] + ([Path("/dev/zero")] if Path("/dev/zero").exists() else [])
+    for source in sources:
+        with pytest.raises(DataError, match=r"is larger than 1 MiB: not an LFW pairs file") as info:
+            ev.parse_pairs(source)
+        assert "\n" not in str(info.value)
+    ok = write_pairs(tmp_path / "pairs.txt")
+    assert len(ev.parse_pairs(ok)) == 8  # a pipe or a normal file under the limit reads as before
+
+
 # --- the math against brute force ----------------------------------------------------------------------
 
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: thresholds scanned for the FAR curve (squared L2 between unit vectors lies in [0, 4]).
 FAR_THRESHOLDS = np.arange(0.0, 4.0, 0.001)
+#: The largest pairs file read; LFW's own pairs.txt is about 100 kB.
+MAX_PAIRS_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,14 @@ def parse_pairs(path: Path) -> list[Pair]:
         pairs = parse_pairs(Path("lfw-dev-pairs.txt"))  # 3000 pairs, folds 0..9
     """
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        with open(path, "rb") as handle:  # a pipe works (`--pairs <(zcat pairs.txt.gz)`)
+            data = handle.read(MAX_PAIRS_BYTES + 1)  # bounded: `--pairs /dev/zero` must not eat the memory
     except OSError as exc:
         raise DataError(f"cannot read pairs file {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_PAIRS_BYTES:
+        raise DataError(f"pairs file {path} is larger than {MAX_PAIRS_BYTES >> 20} MiB: not an LFW pairs file")
+    try:
+        lines = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as exc:
         raise DataError(f"pairs file {path} is not text: expected LFW's pairs.txt format") from exc
     if not lines:
