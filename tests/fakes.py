@@ -10,7 +10,12 @@ one-hot vector (plus a little noise), so identities are 2.0 apart in squared L2 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,3 +216,29 @@ def insert_photo(db: Any, path: Path, **columns: Any) -> int:
     row = {"hash": f"h-{path}", "path": str(path), "size": 1, "mtime": 0.0, "orientation": 1,
            "status": "detected", "n_faces": 1, "added_at": t, "updated_at": t, **columns}
     return int(db["photos"].insert(row).last_pk)
+
+
+@contextlib.contextmanager
+def unblocked_fifo(path: Path, after: float = 10.0) -> Iterator[Path]:
+    """Make a FIFO at ``path``; should the code under test block opening it, a writer opens and closes it
+    after ``after`` seconds so the test fails instead of hanging the whole run::
+
+        with unblocked_fifo(tmp_path / "x.jpg") as fifo:
+            with pytest.raises(ImageError): load_image(fifo)
+    """
+    os.mkfifo(path)
+
+    def unblock() -> None:
+        try:  # succeeds only while a reader waits in open(): it then sees end-of-file
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as exc:
+            if exc.errno not in (errno.ENXIO, errno.ENOENT):
+                raise
+
+    timer = threading.Timer(after, unblock)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield path
+    finally:
+        timer.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,30 @@ def test_a_catalog_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> 
     with pytest.raises(CatalogError, match="newer facecluster .*m999_from_the_future"):
         Catalog.open(path)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("schema", ["CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)",
+                                    "CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)"])
+def test_another_programs_sqlite_file_is_refused_untouched(tmp_path: Path, schema: str) -> None:
+    # `--db ~/.mozilla/.../places.sqlite` by mistake: facecluster's tables were added to it (or, where a
+    # table name clashed, a stray _migrations table was left behind and the open failed half-way).
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(schema)
+        conn.execute("INSERT INTO " + schema.split()[2] + " (id) VALUES (1)")
+    conn.close()
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(CatalogError, match=r"^cannot use catalog .*other.sqlite: it is an SQLite database but "
+                                               r"not a facecluster catalog \(its tables: "):
+            Catalog.open(path, create=create)
+    assert path.read_bytes() == before
+    assert not (tmp_path / "other.sqlite-wal").exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).execute("PRAGMA user_version = 0").connection.close()  # an SQLite file, no tables
+    with Catalog.open(empty) as catalog:
+        assert "_migrations" in catalog.db.table_names()
 
 
 def test_run_rows_record_status_and_stats() -> None:

@@ -118,16 +118,6 @@ def test_detect_reads_nul_separated_and_non_utf8_paths_from_stdin(env: dict) -> 
         assert catalog.db.execute("SELECT 1 FROM files WHERE path = ?", [str(odd)]).fetchone()
 
 
-def test_a_failed_file_whose_name_holds_a_newline_is_still_one_line(env: dict) -> None:
-    bad = env["root"] / "bad\nname.jpg"
-    bad.write_text("not a photo")
-    result = run(env, "detect", str(bad))
-    assert result.exit_code == EXIT_PARTIAL
-    failed = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
-    assert len(failed) == 1 and "bad\\nname.jpg: " in failed[0], result.stderr
-    assert not any(line.startswith("name.jpg") for line in result.stderr.splitlines())
-
-
 def test_bad_inputs_are_recorded_with_exit_3(env: dict) -> None:
     bad = env["root"] / "bad"
     bad.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,21 @@ def test_malformed_pairs_files_give_one_line_errors(tmp_path: Path, text: str, m
         ev.parse_pairs(path)
     with pytest.raises(DataError, match="cannot read"):
         ev.parse_pairs(tmp_path / "absent.txt")
+
+
+def test_pairs_file_that_never_ends_is_refused_not_read_into_memory(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--pairs /dev/zero` (or a huge file by mistake) read the whole stream into memory: killed for memory.
+    monkeypatch.setattr(ev, "MAX_PAIRS_BYTES", 1 << 20)
+    big = tmp_path / "big.txt"
+    big.write_text("2\t1\n" + "Ann 1 2\n" * 200_000)
+    sources = [big] + ([Path("/dev/zero")] if Path("/dev/zero").exists() else [])
+    for source in sources:
+        with pytest.raises(DataError, match=r"is larger than 1 MiB: not an LFW pairs file") as info:
+            ev.parse_pairs(source)
+        assert "\n" not in str(info.value)
+    ok = write_pairs(tmp_path / "pairs.txt")
+    assert len(ev.parse_pairs(ok)) == 8  # a pipe or a normal file under the limit reads as before
 
 
 # --- the math against brute force ----------------------------------------------------------------------
@@ -193,6 +209,29 @@ def test_evaluate_lfw_counts_no_face_and_skipped(fake_lfw: tuple[Path, Path]) ->
                 "model_id", "seconds"):
         assert key in out
     json.dumps(out)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        # fold 2's photos are all missing: one fold left, nothing to hold out (numpy warned "Mean of empty slice")
+        (["Ann 1 2", "Ann 1 Bob 1", "Zed 1 2", "Zed 1 Bob 2"], "only 1 fold of 2 has pairs that could be evaluated"),
+        # every mismatched pair is missing: "100% accuracy" would be measured on matched pairs only
+        (["Ann 1 2", "Zed 1 Ann 1", "Bob 1 2", "Zed 2 Bob 1"], "no mismatched pair could be evaluated"),
+        (["Zed 1 2", "Ann 1 Bob 1", "Zed 3 4", "Bob 1 Cy 1"], "no matched pair could be evaluated"),
+    ],
+)
+def test_pairs_left_after_missing_photos_must_still_measure_something(
+    fake_lfw: tuple[Path, Path], tmp_path: Path, lines: list[str], message: str
+) -> None:
+    root, _ = fake_lfw
+    pairs_file = tmp_path / "few.txt"
+    pairs_file.write_text("2\t1\n" + "\n".join(lines) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from numpy on the way to the message
+        with pytest.raises(DataError, match=message) as info:
+            ev.evaluate_lfw(root, ev.parse_pairs(pairs_file), FakeDetector(), ColourEmbedder(), read_rgb)
+    assert "skipped" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_command_prints_one_json_object_and_writes_the_roc(fake_lfw: tuple[Path, Path], tmp_path: Path,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from PIL import Image, JpegImagePlugin
 
 from facecluster.errors import ImageError
 from facecluster.images import SUPPORTED_SUFFIXES, LoadedImage, file_hash, iter_image_files, load_image
+from tests.fakes import unblocked_fifo
 
 
 def _photo(h: int = 60, w: int = 80) -> np.ndarray:
@@ -187,6 +190,61 @@ def test_directory_is_refused(tmp_path: Path) -> None:
         load_image(folder)
     with pytest.raises(ImageError, match="is a directory"):
         file_hash(folder)
+
+
+def test_broken_exif_block_is_upright_and_silent(tmp_path: Path) -> None:
+    # An APP1 "Exif" segment whose first IFD claims more entries than it holds: Pillow warns "Corrupt EXIF
+    # data" (two lines with a site-packages path on stderr); the photo must load, upright, without a word.
+    good = tmp_path / "good.jpg"
+    Image.fromarray(_photo()).save(good, quality=90)
+    data = good.read_bytes()
+    payload = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff" + bytes(range(40))
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(data[:2] + app1 + data[2:])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = load_image(broken)
+    assert [str(w.message) for w in caught] == []
+    assert image.orientation == 1 and image.pixels.shape == (60, 80, 3)
+
+
+def test_only_photo_formats_are_decoded_whatever_the_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow would open ~40 formats by content; an EPS file named .jpg runs Ghostscript on it (an external
+    # interpreter fed an untrusted file from the photo folder). Only the formats of SUPPORTED_SUFFIXES
+    # are tried: the rest is "not an image file in a supported format", and Ghostscript is never looked for.
+    from PIL import EpsImagePlugin
+
+    looked_for = []
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: looked_for.append(1) or True)
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: looked_for.append(2) or None)
+    photo = Image.fromarray(_photo())
+    photo.save(tmp_path / "eps.jpg", "EPS")
+    photo.save(tmp_path / "icon.jpg", "ICO")
+    photo.convert("L").save(tmp_path / "pgm.png", "PPM")
+    for name in ("eps.jpg", "icon.jpg", "pgm.png"):
+        with pytest.raises(ImageError, match="not an image file in a supported format$"):
+            load_image(tmp_path / name)
+    assert looked_for == []
+    photo.save(tmp_path / "png_named.jpg", "PNG")  # a supported format under another supported suffix is fine
+    assert load_image(tmp_path / "png_named.jpg").pixels.shape == (60, 80, 3)
+
+
+def test_fifo_and_devices_are_refused_without_blocking(tmp_path: Path) -> None:
+    # A FIFO named x.jpg (or a link to /dev/zero) must not hang the run: open() of a FIFO waits for a
+    # writer, and reading a device never ends.
+    with unblocked_fifo(tmp_path / "x.jpg") as fifo:
+        started = time.monotonic()
+        for read in (load_image, file_hash):
+            with pytest.raises(ImageError, match="not a regular file") as info:
+                read(fifo)
+            assert str(info.value).startswith("x.jpg: ") and "\n" not in str(info.value)
+        assert time.monotonic() - started < 5
+    if Path("/dev/zero").exists():
+        (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+        for read in (load_image, file_hash):
+            with pytest.raises(ImageError, match="not a regular file"):
+                read(tmp_path / "zero.jpg")
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -11,8 +12,15 @@ import pytest
 
 from facecluster.catalog import Catalog
 from facecluster.config import PipelineConfig
-from facecluster.pipeline import decode_crop, detect_paths, embed_pending, encode_crop, read_path_list
-from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, fake_crop, make_library
+from facecluster.pipeline import (
+    decode_crop,
+    detect_paths,
+    embed_pending,
+    encode_crop,
+    print_failures,
+    read_path_list,
+)
+from tests.fakes import LIBRARY, FakeDetector, FakeEmbedder, fake_crop, make_library, unblocked_fifo
 
 
 @pytest.fixture()
@@ -101,6 +109,33 @@ def test_bad_files_are_recorded_and_the_run_goes_on(library: Path) -> None:
     assert catalog.db.execute("SELECT error FROM files WHERE path LIKE '%missing.png'").fetchone() is None
 
 
+def test_a_fifo_named_like_a_photo_fails_without_hanging_the_run(library: Path) -> None:
+    # In a folder and named on the command line: both are a `failed:` line, the other photos are detected.
+    with unblocked_fifo(library / "x.jpg") as fifo:
+        catalog = Catalog.open(None)
+        report = detect_paths(catalog, [library, fifo], FakeDetector(), crop=fake_crop)
+    failed = {Path(f.path).name: f.error for f in report.failed}
+    assert failed == {"x.jpg": "not a regular file (a FIFO)"}
+    assert report.detected == len(LIBRARY)
+
+
+def test_failures_print_one_line_each_even_for_names_with_newlines(library: Path) -> None:
+    # Linux allows any byte but "/" and NUL in a name: a newline or an escape sequence must neither break
+    # the one-line `failed:` report nor reach the terminal raw. The report's data keeps the real path.
+    for name in ("bad\nname.jpg", "tab\there.jpg", "esc\x1b[31mred.jpg"):
+        (library / name).write_text("not a photo")
+    catalog = Catalog.open(None)
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert {Path(f.path).name for f in report.failed} == {"bad\nname.jpg", "tab\there.jpg", "esc\x1b[31mred.jpg"}
+    out = io.StringIO()
+    print_failures(report.failed, stream=out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and all(line.startswith("failed: ") for line in lines)
+    assert "\x1b" not in out.getvalue() and "\t" not in out.getvalue()
+    assert any(line.startswith(f"failed: {library}/bad\\nname.jpg: not an image file") for line in lines)
+    assert any("esc\\x1b[31mred.jpg" in line for line in lines)
+
+
 def test_names_that_are_not_utf8_and_unlistable_folders_are_failures_not_crashes(
     library: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -123,6 +158,21 @@ def test_names_that_are_not_utf8_and_unlistable_folders_are_failures_not_crashes
     assert failed.keys() == {"caf\\xe9.png", "locked"}  # printable, storable text
     assert "not valid UTF-8" in failed["caf\\xe9.png"] and "Permission denied" in failed["locked"]
     assert report.detected == len(LIBRARY) and report.files == len(LIBRARY) + 2
+
+
+def test_a_folder_whose_name_is_not_utf8_is_a_failure_not_a_crash(library: Path) -> None:
+    # Named on the command line (`facecluster detect $'caf\xe9'`): its photos cannot be stored (the catalog
+    # keeps paths as text), so each is a failure; the run must not die looking up what was under it.
+    folder = os.fsencode(library) + b"/caf\xe9"
+    os.mkdir(folder)
+    with open(folder + b"/a.png", "wb") as handle:
+        handle.write((library / "2020" / "a1.png").read_bytes())
+    catalog = Catalog.open(None)
+    for _ in range(2):
+        report = detect_paths(catalog, [Path(os.fsdecode(folder)), library], FakeDetector(), crop=fake_crop)
+        assert [(Path(f.path).parent.name, f.error.startswith("the folder name is not valid UTF-8: rename the folder"))
+                for f in report.failed] == [("caf\\xe9", True)]
+    assert catalog.db.execute("SELECT count(*) FROM files").fetchone()[0] == len(LIBRARY)
 
 
 def test_batches_commit_separately_so_an_interrupt_keeps_finished_work(library: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,6 +225,25 @@ def test_load_state_dict_refuses_truncated_and_non_dict_files(tmp_path: Path) ->
         w.load_state_dict(listed)
     with pytest.raises(WeightsError, match="does not exist"):
         w.load_state_dict(tmp_path / "none.pt")
+
+
+def test_truncated_weights_and_odd_files_are_named_for_what_they_are(tmp_path: Path) -> None:
+    # A download or copy cut short: torch's message ("failed finding central directory. This is an internal
+    # miniz error. If you are seeing this error, there is a high", cut at 160 characters) said neither.
+    good = tmp_path / "good.pt"
+    torch.save({"a": torch.arange(1000)}, good)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(WeightsError) as info:
+        w.load_state_dict(cut)
+    assert str(info.value) == f"weights file {cut} is not a PyTorch state dict (truncated or damaged: the end of " \
+                              "its zip archive is missing)"
+    # A FIFO (or a device) where the weights should be is not "missing", and is never opened (it would block).
+    os.mkfifo(tmp_path / "fifo.pt")
+    with pytest.raises(WeightsError, match=r"fifo.pt is not a regular file$"):
+        w.load_state_dict(tmp_path / "fifo.pt")
+    with pytest.raises(WeightsError, match=r"fifo.pt is not a regular file$"):
+        w.resolve_weights("casia-webface", tmp_path / "fifo.pt")
 
 
 def test_torch_load_says_why_in_one_short_line(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from sqlite_utils import Database
 
 from facecluster.errors import CatalogError
-from facecluster.migrations import apply_migrations, now
+from facecluster.migrations import apply_migrations, check_is_catalog, now
 
 #: How long a write waits for another process's write to finish before giving up (seconds).
 BUSY_TIMEOUT_S = 30.0
@@ -65,6 +65,7 @@ class Catalog:
                 raise CatalogError(unwritable_reason(file_path) or f"cannot open catalog {file_path}: {exc}") from exc
             db = Database(conn)
         try:
+            check_is_catalog(db)  # before WAL mode: another program's SQLite file stays exactly as it is
             db.execute("PRAGMA foreign_keys = ON")
             if file_path is not None:
                 db.execute("PRAGMA journal_mode = WAL")

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: thresholds scanned for the FAR curve (squared L2 between unit vectors lies in [0, 4]).
 FAR_THRESHOLDS = np.arange(0.0, 4.0, 0.001)
+#: The largest pairs file read; LFW's own pairs.txt is about 100 kB.
+MAX_PAIRS_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,14 @@ def parse_pairs(path: Path) -> list[Pair]:
         pairs = parse_pairs(Path("lfw-dev-pairs.txt"))  # 3000 pairs, folds 0..9
     """
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        with open(path, "rb") as handle:  # a pipe works (`--pairs <(zcat pairs.txt.gz)`)
+            data = handle.read(MAX_PAIRS_BYTES + 1)  # bounded: `--pairs /dev/zero` must not eat the memory
     except OSError as exc:
         raise DataError(f"cannot read pairs file {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_PAIRS_BYTES:
+        raise DataError(f"pairs file {path} is larger than {MAX_PAIRS_BYTES >> 20} MiB: not an LFW pairs file")
+    try:
+        lines = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as exc:
         raise DataError(f"pairs file {path} is not text: expected LFW's pairs.txt format") from exc
     if not lines:
@@ -326,6 +333,18 @@ def choose_face(boxes: np.ndarray, shape: tuple[int, int]) -> int:
     return int(np.argmax(area - 2.0 * (dx**2 + dy**2)))
 
 
+def _check_measurable(kept: Sequence[Pair], pairs: Sequence[Pair]) -> None:
+    """Refuse (one-line ``DataError``) what the pairs left after missing photos cannot measure: a single fold
+    (nothing to hold out), or only matched or only mismatched pairs (any threshold scores 100%)."""
+    skipped = f"{len(pairs) - len(kept)} of {len(pairs)} pairs skipped: photos missing or unreadable"
+    folds = {p.fold for p in pairs}
+    if len({p.fold for p in kept}) < 2 <= len(folds):
+        raise DataError(f"only 1 fold of {len(folds)} has pairs that could be evaluated ({skipped})")
+    for same, kind in ((False, "mismatched"), (True, "matched")):
+        if not any(p.same == same for p in kept):
+            raise DataError(f"no {kind} pair could be evaluated ({skipped}): accuracy needs both kinds")
+
+
 def evaluate_lfw(images: Path, pairs: Sequence[Pair], detector: Any, embedder: FaceNetEmbedder,
                  read_image: ImageReader, batch_size: int = 16, subtract_mean: bool = True,
                  progress: ProgressFn = null_progress) -> tuple[LfwReport, np.ndarray, np.ndarray]:
@@ -374,6 +393,7 @@ def evaluate_lfw(images: Path, pairs: Sequence[Pair], detector: Any, embedder: F
     kept = [p for p in pairs if all(path in vectors for path in p.paths(images))]
     if not kept:
         raise DataError(f"no pair of {len(pairs)} could be evaluated: are the images under {images}?")
+    _check_measurable(kept, pairs)
     first = np.stack([vectors[p.paths(images)[0]] for p in kept])
     second = np.stack([vectors[p.paths(images)[1]] for p in kept])
     same = np.array([p.same for p in kept])

@@ -10,24 +10,31 @@ a file that cannot be used raises ``ImageError`` with one line saying why::
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import threading
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from facecluster.config import DetectConfig
 from facecluster.errors import ImageError
-from facecluster.weights import file_sha256
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"}
 )
 _HEIF_SUFFIXES = frozenset({".heic", ".heif"})
+# The Pillow formats tried, whatever a file is named: those of SUPPORTED_SUFFIXES (MPO, a phone's JPEG
+# with extra pictures, opens as JPEG). Pillow alone would try ~40 by content, EPS among them, which hands
+# the file to Ghostscript, an interpreter we do not want to feed a file from a photo folder.
+_PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF")
 _ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the Pillow transpose that makes the photo upright (2..8; 1 is already upright).
 _TRANSPOSE = {
@@ -74,23 +81,24 @@ def load_image(path: Path, max_side: int | None = None, *, max_pixels: int = Det
     """
     path = Path(path)
     name = path.name
-    if path.is_dir():
-        raise ImageError("is a directory, not an image file", name)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageError("no such file", str(path)) from None
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}", name) from None
-    if size == 0:
-        raise ImageError("empty file (0 bytes)", name)
+    with open_regular(path) as handle:  # never a FIFO or a device: opening or reading those blocks
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ImageError("empty file (0 bytes)", name)
+        return _load_open(handle, path, max_side, max_pixels)
+
+
+def _load_open(handle: BinaryIO, path: Path, max_side: int | None, max_pixels: int) -> LoadedImage:
+    # ``load_image`` once the file is open: every decoder failure becomes one ImageError line.
+    name = path.name
     if path.suffix.lower() in _HEIF_SUFFIXES:
         _register_heif()
     try:
         with warnings.catch_warnings():
-            # We enforce our own pixel limit below; Pillow's softer warning would only add noise on stderr.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            # Pillow's warnings (DecompressionBombWarning: we enforce our own pixel limit below; "Corrupt EXIF
+            # data": the photo is then taken as upright; "Palette images with Transparency ...") would only put
+            # two lines with a site-packages path on stderr: the photo either decodes or raises ImageError.
+            warnings.simplefilter("ignore")
+            with Image.open(handle, formats=_open_formats()) as image:
                 return _decode(image, name, max_side, max_pixels)
     except ImageError:
         raise
@@ -107,6 +115,49 @@ def load_image(path: Path, max_side: int | None = None, *, max_pixels: int = Det
         raise ImageError(f"truncated or corrupt image data ({_first_line(exc)})", name) from None
     except Exception as exc:  # noqa: BLE001 - the decoders of a dozen formats raise a dozen exception types
         raise ImageError(f"corrupt image ({type(exc).__name__}: {_first_line(exc)})", name) from None
+
+
+def _open_formats() -> list[str]:
+    # Those of _PHOTO_FORMATS that are registered now (HEIF and AVIF only once pillow-heif is).
+    Image.init()  # loads WebP and TIFF too (a no-op after the first call)
+    return [name for name in _PHOTO_FORMATS if name in Image.OPEN]
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for binary reading, refusing anything but a regular file with a one-line ``ImageError``.
+
+    A FIFO is opened without blocking (a plain ``open`` waits for a writer for ever) and refused, as are
+    devices (``/dev/zero`` never ends) and sockets; the check is made on the opened file, so a file
+    swapped after a ``stat`` cannot slip through. Example::
+
+        open_regular(Path("x.jpg"))   # ImageError: x.jpg: not a regular file (a FIFO)
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ImageError("no such file", str(path)) from None
+    except IsADirectoryError:
+        raise ImageError("is a directory, not an image file", Path(path).name) from None
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}", Path(path).name) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError("is a directory, not an image file", Path(path).name)
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"not a regular file ({_file_kind(mode)})", Path(path).name)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # a regular file: back to ordinary reads
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
 
 
 def _decode(image: Image.Image, name: str, max_side: int | None, max_pixels: int) -> LoadedImage:
@@ -228,16 +279,37 @@ def printable_path(path: Path | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def shown_path(path: Path | str) -> str:
+    """``printable_path`` with control characters escaped too: a path to print inside one line of text.
+
+    A newline, tab or terminal escape sequence is a legal byte of a Linux file name; printed raw it would
+    split a one-line message or recolour the terminal. Example::
+
+        shown_path("/photos/bad\\nname.jpg")   # '/photos/bad\\\\nname.jpg' (a backslash and an n)
+    """
+    text = printable_path(path)
+    if text.isprintable():
+        return text
+    # Only what breaks a line or drives the terminal: other unprintables (a zero-width joiner in an
+    # emoji, a no-break space) are part of real names and are shown as they are.
+    return "".join(_escape_control(ch) if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+
+
+def _escape_control(ch: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return named.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
 def file_hash(path: Path) -> str:
     """SHA-256 hex digest of the file's content, read in 1 MiB blocks (photos are identified by it).
 
     Example: ``file_hash(Path("a.jpg"))`` → ``"9f86d08…"``; raises ``ImageError`` when unreadable.
     """
-    try:
-        return file_sha256(path)
-    except FileNotFoundError:
-        raise ImageError("no such file", str(path)) from None
-    except IsADirectoryError:
-        raise ImageError("is a directory, not an image file", Path(path).name) from None
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}", Path(path).name) from None
+    digest = hashlib.sha256()
+    with open_regular(path) as handle:  # never a FIFO or a device: those would block or never end
+        try:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        except OSError as exc:
+            raise ImageError(f"cannot read: {exc.strerror or exc}", Path(path).name) from None
+    return digest.hexdigest()

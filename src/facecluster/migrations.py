@@ -174,6 +174,23 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def check_is_catalog(db: Database) -> None:
+    """Refuse (``CatalogError``) a database that has tables but no ``_migrations``: another program's file.
+
+    Run it before anything writes (WAL mode, migrations): a ``--db`` that names some other application's
+    SQLite file by mistake must be left exactly as it was. An empty database is a new catalog. Example::
+
+        check_is_catalog(Database("places.sqlite"))
+        # CatalogError: it is an SQLite database but not a facecluster catalog (its tables: moz_places) ...
+    """
+    tables = sorted(row[0] for row in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").fetchall())
+    if tables and "_migrations" not in tables:
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        raise CatalogError(f"it is an SQLite database but not a facecluster catalog (its tables: {shown}); "
+                           "it was left untouched: give another --db")
+
+
 def apply_migrations(db: Database) -> list[str]:
     """Apply every migration not yet recorded; return the names applied (oldest first)."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")

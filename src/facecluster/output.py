@@ -89,18 +89,6 @@ def emit_csv(records: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> Non
         writer.writerow({k: csv_cell(v) for k, v in record.items()})
 
 
-def printable(text: str) -> str:
-    """``text`` for a one-line message: control characters (a newline in a file name) and undecodable
-    bytes are written as escapes, so each message stays one line.
-
-        printable("a\nb.jpg")   # 'a\\nb.jpg'
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text)
-
-
 def counted(n: int, one: str, many: str | None = None) -> str:
     """``n`` and the noun in the right number, for summaries on stderr.
 

@@ -35,7 +35,6 @@ from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
 from facecluster.embed import Embedder
 from facecluster.errors import FaceclusterError, ImageError
 from facecluster.migrations import now
-from facecluster.output import printable
 from facecluster.reporting import ProgressFn, null_progress
 
 #: crop_face(pixels, face, size, margin) -> (size, size, 3) uint8; engineer B's ``align.crop_face``.
@@ -192,8 +191,9 @@ def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[FileFailure]]:
             seen.add(item)
             shown = printable_path(item)
             if shown != str(item):
-                failures.append(FileFailure(shown, "the file name is not valid UTF-8: rename the file "
-                                            "(e.g. `convmv -f latin1 -t utf8 --notest FILE`)"))
+                what = "file" if printable_path(item.name) != item.name else "folder"
+                failures.append(FileFailure(shown, f"the {what} name is not valid UTF-8: rename the {what} "
+                                            f"(e.g. `convmv -f latin1 -t utf8 --notest {what.upper()}`)"))
                 continue
             files.append(item)
     return files, failures
@@ -612,6 +612,8 @@ def detect_paths(
         report = detect_paths(catalog, [Path("Pictures")], detector, force=False)
         report.failed  # [FileFailure(path=..., error=...)]
     """
+    from facecluster.images import printable_path
+
     paths = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
     files, failures = expand_paths(paths)
     report = DetectReport(files=len(files) + len(failures), failed=list(failures))
@@ -621,7 +623,8 @@ def detect_paths(
     # Folders walked in full: a path under one of them that was not found is gone. (Not a folder with a
     # sub-folder that could not be listed: what is in it is unknown.)
     unlisted = [f.path for f in failures if f.error.startswith(UNLISTABLE)]
-    walked = [root for root in paths if root.is_dir()
+    # Nor a folder whose name is not UTF-8: the catalog holds no path under it (paths are stored as text).
+    walked = [root for root in paths if root.is_dir() and printable_path(root) == str(root)
               and not any(p == str(root) or p.startswith(str(root).rstrip(os.sep) + os.sep) for p in unlisted)]
     crop_fn = crop
     # A factory is called only when a photo needs detection.
@@ -923,8 +926,11 @@ def print_removed_people(names: Sequence[str], stream: Any = None) -> None:
 
 def print_failures(failures: Sequence[FileFailure], limit: int = 20, stream: Any = None) -> None:
     """One line per failed file on stderr (the first ``limit``), then how many more."""
+    from facecluster.images import shown_path
+
     out = stream or sys.stderr
     for failure in failures[:limit]:
-        out.write(f"failed: {printable(str(failure.path))}: {printable(str(failure.error))}\n")
+        # A file name may hold a newline or an escape sequence: escaped, so each failure stays one line.
+        out.write(f"failed: {shown_path(failure.path)}: {shown_path(failure.error)}\n")
     if len(failures) > limit:
         out.write(f"... and {len(failures) - limit} more failed files (see `facecluster faces` / the runs table)\n")

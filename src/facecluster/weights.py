@@ -120,6 +120,10 @@ def torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, IndexError,
             KeyError, AttributeError, TypeError) as exc:  # what torch.load raises on junk bytes
+        if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+            # Cut short (a partial download or copy): torch says "failed finding central directory. This is
+            # an internal miniz error ..." or even "[Errno 22] Invalid argument", neither of which says so.
+            raise ValueError("truncated or damaged: the end of its zip archive is missing") from exc
         text = str(exc)
         if match := re.search(r"Unsupported global: GLOBAL (\S+)", text):
             raise ValueError(f"it holds a pickled Python object ({match.group(1)}), not only tensors: "
@@ -137,7 +141,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"weights file {path} {_not_a_file(path)}")
     # Only a file in our own cache is ours to throw away; a path the user gave may be anything of theirs
     # (`--weights photo.jpg`), so it gets no advice to delete it.
     ours = _in_cache(path)
@@ -154,6 +158,11 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def _not_a_file(path: Path) -> str:
+    # Why ``path.is_file()`` said no: missing, or something else than a file (a FIFO would block a read).
+    return "is not a regular file" if path.exists() else "does not exist"
 
 
 def check_embedding_state_dict(state: dict[str, Any], source: str | Path) -> None:
@@ -279,6 +288,8 @@ def resolve_weights(name: str, path: Path | None = None, progress: ProgressFn = 
             # A bare word is more likely a mistyped weights name than a missing file.
             hint = "" if Path(path).suffix or len(Path(path).parts) > 1 else \
                 f" (weights names: {', '.join(sorted(EMBEDDING_NAMES))})"
+            if Path(path).exists():  # a FIFO or a device: never opened, it would block or never end
+                raise WeightsError(f"weights file {path} {_not_a_file(Path(path))}")
             raise WeightsError(f"weights file {path} does not exist{hint}")
         return Path(path)
     if name in EMBEDDING_NAMES and (env := os.environ.get("FACECLUSTER_WEIGHTS")):

@@ -48,12 +48,12 @@ def report_files(report: object, quiet: bool) -> None:
 
 def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None:
     """A hint on stderr when ``paths`` held no photo at all: a mistyped folder should not look like success."""
-    from facecluster.images import SUPPORTED_SUFFIXES
+    from facecluster.images import SUPPORTED_SUFFIXES, shown_path
     from facecluster.pipeline import DetectReport
 
     assert isinstance(report, DetectReport)
     if paths and report.files == 0 and not quiet:
-        where = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+        where = ", ".join(shown_path(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
         click.echo(f"no photos found in {where} (looked for {' '.join(sorted(SUPPORTED_SUFFIXES))}; "
                    "hidden files and folders are skipped)", err=True)
 

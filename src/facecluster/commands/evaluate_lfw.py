@@ -12,7 +12,7 @@ import click
 from facecluster.commands.common import json_option, model_options, quiet_option, read_image
 from facecluster.config import DetectConfig, EmbedConfig
 from facecluster.errors import EXIT_PARTIAL, DataError
-from facecluster.output import printable
+from facecluster.images import shown_path
 from facecluster.reporting import ProgressFn
 
 
@@ -93,7 +93,7 @@ def command(images: Path, pairs: Path, weights: Path | None, model_path: Path | 
             err=True,
         )
     if report.missing:  # even with -q: they are why pairs were skipped and the exit code is 3
-        click.echo(f"missing or unreadable: {', '.join(printable(m) for m in report.missing[:3])}"
+        click.echo(f"missing or unreadable: {', '.join(shown_path(m) for m in report.missing[:3])}"
                    + (" …" if len(report.missing) > 3 else ""), err=True)
     if roc is not None:  # after the results: a failed write must not throw the measurement away
         from facecluster.evaluate import roc_curve

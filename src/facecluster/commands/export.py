@@ -8,7 +8,7 @@ import click
 
 from facecluster.commands.common import db_path, json_option, quiet_option
 from facecluster.errors import EXIT_PARTIAL
-from facecluster.output import counted, emit_json, printable
+from facecluster.output import counted, emit_json
 
 
 @click.command()
@@ -46,6 +46,7 @@ def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: s
     """
     from facecluster.catalog import Catalog
     from facecluster.export import export_people
+    from facecluster.images import shown_path
     from facecluster.progress import progress_bar
 
     with Catalog.open(db_path(ctx), create=False) as catalog, progress_bar(quiet) as progress:
@@ -60,7 +61,7 @@ def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: s
             err=True,
         )
     for item in summary.missing:  # even with -q: they are why the exit code is 3
-        click.echo(f"missing: photo {item['photo_id']} of {printable(item['person'])}: {printable(item['path'])}",
+        click.echo(f"missing: photo {item['photo_id']} of {shown_path(item['person'])}: {shown_path(item['path'])}",
                    err=True)
     if summary.missing:
         ctx.exit(EXIT_PARTIAL)
