@@ -209,6 +209,52 @@ def test_broken_exif_block_is_upright_and_silent(tmp_path: Path) -> None:
     assert image.orientation == 1 and image.pixels.shape == (60, 80, 3)
 
 
+def test_decoding_in_two_threads_stays_silent_and_leaves_the_warning_filters_as_they_were(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # detect decodes in two prefetch threads. warnings.catch_warnings is not thread-safe: when the first
+    # decode finished while the second was still running, it put the old filters back under the second
+    # (whose Pillow warning then printed) and the second then left "ignore every warning" in place for the
+    # rest of the process.
+    import threading
+
+    from facecluster import images
+
+    Image.fromarray(_photo()).save(tmp_path / "a.jpg", quality=90)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    decode = images._decode
+
+    def interleaved(image, name, *args):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "first":
+            first_in.set()
+            second_in.wait(5)
+        else:
+            second_in.set()
+            first_out.wait(5)  # the first decode has finished by now
+            warnings.warn("Corrupt EXIF data", UserWarning)  # as Pillow warns
+        return decode(image, name, *args)
+
+    monkeypatch.setattr(images, "_decode", interleaved)
+
+    def first() -> None:
+        load_image(tmp_path / "a.jpg")
+        first_out.set()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        threads = [threading.Thread(target=first, name="first")]
+        threads[0].start()
+        assert first_in.wait(5)
+        threads.append(threading.Thread(target=load_image, args=(tmp_path / "a.jpg",), name="second"))
+        threads[1].start()
+        for thread in threads:
+            thread.join(10)
+        after = list(warnings.filters)
+    assert first_out.is_set() and not any(t.is_alive() for t in threads)
+    assert [str(w.message) for w in caught] == []
+    assert after == before
+
+
 def test_only_photo_formats_are_decoded_whatever_the_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Pillow would open ~40 formats by content; an EPS file named .jpg runs Ghostscript on it (an external
     # interpreter fed an untrusted file from the photo folder). Only the formats of SUPPORTED_SUFFIXES

@@ -17,9 +17,10 @@ import threading
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -48,6 +49,9 @@ _TRANSPOSE = {
 }
 _heif_lock = threading.Lock()
 _heif_registered = False
+_quiet_lock = threading.Lock()
+_quiet_decodes = 0  # decodes in progress, in every thread, while warnings are ignored
+_filters_before: list[Any] = []  # warnings.filters as the first of them found it
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,10 @@ def _load_open(handle: BinaryIO, path: Path, max_side: int | None, max_pixels: i
     if path.suffix.lower() in _HEIF_SUFFIXES:
         _register_heif()
     try:
-        with warnings.catch_warnings():
-            # Pillow's warnings (DecompressionBombWarning: we enforce our own pixel limit below; "Corrupt EXIF
-            # data": the photo is then taken as upright; "Palette images with Transparency ...") would only put
-            # two lines with a site-packages path on stderr: the photo either decodes or raises ImageError.
-            warnings.simplefilter("ignore")
+        # Pillow's warnings (DecompressionBombWarning: we enforce our own pixel limit below; "Corrupt EXIF
+        # data": the photo is then taken as upright; "Palette images with Transparency ...") would only put
+        # two lines with a site-packages path on stderr: the photo either decodes or raises ImageError.
+        with _warnings_off():
             with Image.open(handle, formats=_open_formats()) as image:
                 return _decode(image, name, max_side, max_pixels)
     except ImageError:
@@ -115,6 +118,29 @@ def _load_open(handle: BinaryIO, path: Path, max_side: int | None, max_pixels: i
         raise ImageError(f"truncated or corrupt image data ({_first_line(exc)})", name) from None
     except Exception as exc:  # noqa: BLE001 - the decoders of a dozen formats raise a dozen exception types
         raise ImageError(f"corrupt image ({type(exc).__name__}: {_first_line(exc)})", name) from None
+
+
+@contextmanager
+def _warnings_off() -> Iterator[None]:
+    """Warnings ignored while any thread decodes; the filters as they were once the last decode ends.
+
+    Not ``warnings.catch_warnings``: it is not thread-safe, and detect decodes in two prefetch threads.
+    A decode ending while another ran put the old filters back under the other (whose Pillow warning then
+    printed), and the other then restored "ignore every warning" for the rest of the process."""
+    global _quiet_decodes
+    with _quiet_lock:
+        if _quiet_decodes == 0:
+            _filters_before[:] = warnings.filters
+            warnings.simplefilter("ignore")
+        _quiet_decodes += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_decodes -= 1
+            if _quiet_decodes == 0:
+                warnings.filters[:] = _filters_before
+                _filters_before.clear()
 
 
 def _open_formats() -> list[str]:
