@@ -25,6 +25,8 @@ class Meanwhile(FakeAlgorithms):
         self.db, self.write, self.wait_s = db, write, wait_s
         self.thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
+        self.calls = 0  # clusterings run: 2 when the other write made the first one start over
+        self.held_up = False  # the other write had to wait for the clustering
 
     def _other_process(self) -> None:
         try:
@@ -36,10 +38,12 @@ class Meanwhile(FakeAlgorithms):
     def cluster_embeddings(self, X, config, **kwargs):  # type: ignore[override]
         from facecluster.cluster import cluster_embeddings
 
+        self.calls += 1
         if self.thread is None:
             self.thread = threading.Thread(target=self._other_process)
             self.thread.start()
             self.thread.join(self.wait_s)
+            self.held_up = self.thread.is_alive()
         return cluster_embeddings(X, config, **kwargs)
 
     def finish(self) -> None:
@@ -64,6 +68,8 @@ def test_ignore_cluster_while_full_clustering_runs_is_kept(tmp_path: Path) -> No
         algorithms = Meanwhile(db, lambda other: ignore_cluster(other, target))
         cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=algorithms)
         algorithms.finish()
+        # The ignore landed at once (clustering holds no lock while it computes), then clustering ran again.
+        assert (algorithms.held_up, algorithms.calls) == (False, 2)
         # The ignored cluster still holds its 3 faces, all ignored (so --unignore-cluster can bring them back).
         assert _state(catalog, target) == (1, 3, None, 3, 3)
 
@@ -79,6 +85,7 @@ def test_label_while_full_clustering_runs_names_the_cluster(tmp_path: Path) -> N
         algorithms.finish()
         person = catalog.db.execute("SELECT id FROM people WHERE name = 'Ada'").fetchone()[0]
         assert _state(catalog, target) == (0, 3, person, 3, 0)
+        assert (algorithms.held_up, algorithms.calls) == (False, 2)
 
 
 def test_a_transaction_holds_the_write_lock_from_its_first_read(tmp_path: Path) -> None:

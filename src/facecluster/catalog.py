@@ -80,8 +80,13 @@ class Catalog:
         return cls(db, file_path)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside commits together or not at all.
+
+        ``immediate=False`` is optimistic: the transaction reads a snapshot without holding the lock, and
+        its first write fails at once (``is_write_conflict``) if another process wrote since that
+        snapshot; the caller then does its work again (``cluster_catalog``: a long computation that
+        should not make every other command wait).
 
         It takes the catalog's write lock at once (``BEGIN IMMEDIATE``, waiting up to ``BUSY_TIMEOUT_S`` for
         another process's write to finish), so what it reads inside is what it writes over: another command
@@ -97,7 +102,7 @@ class Catalog:
             yield from self._savepoint(conn)
             return
         if not conn.in_transaction:  # (one opened by a bare write before is simply carried on)
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         self._depth = 1
         try:
             yield conn
@@ -248,6 +253,13 @@ def _is_write_refusal(exc: BaseException) -> bool:
     # SQLITE_READONLY* ("attempt to write a readonly database") or SQLITE_CANTOPEN ("unable to open ...").
     name = getattr(exc, "sqlite_errorname", "") or ""
     return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in str(exc) or "unable to open" in str(exc)
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """True for SQLite's "busy" errors: another process holds the write lock, or (an optimistic
+    ``transaction(immediate=False)``) wrote after this transaction's snapshot."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def unwritable_reason(path: Path) -> str | None:

@@ -16,6 +16,7 @@ of the faces inside. "Not this person" (``face_rejections``) becomes a cannot-li
 
 from __future__ import annotations
 
+import sqlite3
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from facecluster.catalog import Catalog
+from facecluster.catalog import Catalog, is_write_conflict
 from facecluster.config import ClusterConfig
 from facecluster.errors import CatalogError
 from facecluster.migrations import now
@@ -162,12 +163,20 @@ def cluster_catalog(
 
         cluster_catalog(catalog, embedder.model_id, ClusterConfig(threshold=1.0), full=True)
     """
-    # One transaction from reading the faces to writing the clusters: a `label`, `forget` or `detect` of
-    # another process waits for it (BUSY_TIMEOUT_S), so none of its changes is written over with what was
-    # read before it. Readers (`people`, `faces`, `show`) are not held up.
+    # One transaction from reading the faces to writing the clusters, so no change of another process (a
+    # `label`, `forget`, `detect`) is written over with what was read before it. First optimistically: the
+    # clustering (a minute on a large library) runs on a snapshot without the lock, so other commands
+    # write meanwhile; if one did, the first write here fails at once and the work is done again, this
+    # time holding the lock from the start (others wait up to BUSY_TIMEOUT_S). Readers never wait.
+    algos = algorithms or default_algorithms()
+    try:
+        with catalog.transaction(immediate=False):
+            return _cluster_catalog(catalog, model_id, config, full, run_id, algos, progress)
+    except sqlite3.OperationalError as exc:
+        if not is_write_conflict(exc):
+            raise
     with catalog.transaction():
-        return _cluster_catalog(catalog, model_id, config, full, run_id, algorithms or default_algorithms(),
-                                progress)
+        return _cluster_catalog(catalog, model_id, config, full, run_id, algos, progress)
 
 
 def _cluster_catalog(catalog: Catalog, model_id: str, config: ClusterConfig, full: bool, run_id: int | None,
