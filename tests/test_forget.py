@@ -265,3 +265,31 @@ def test_forget_counts_in_the_singular_for_one(tmp_path: Path) -> None:
     assert "Forget AC/DC: 1 face, 1 crop, 1 vector, 0 clusters?" in asked.output
     result = CliRunner().invoke(cli, ["--db", str(lib.db), "forget", "AC/DC", "--yes"])
     assert result.exit_code == 0 and "Forgot AC/DC: deleted 1 face, 1 crop, 1 vector, 0 clusters" in result.stderr
+
+
+def test_forget_holds_the_write_lock_from_finding_her_faces_to_deleting_them(library: Library,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another process naming one more face after her in between (a `cluster`, a `label --move`) would
+    # leave that face behind, no longer named (ON DELETE SET NULL): it must wait until the faces are gone.
+    import facecluster.forget as forget_module
+
+    plan, refused = forget_module.plan_forget, []
+    other_face = library.faces["C"][1]
+
+    def plan_then_another_process_writes(catalog: Catalog, name: str):  # type: ignore[no-untyped-def]
+        summary = plan(catalog, name)
+        with Catalog.open(library.db) as other:
+            other.db.conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                with other.transaction() as conn:
+                    conn.execute("UPDATE faces SET person_id = ?, person_source = 'user' WHERE id = ?",
+                                 [summary.person_id, other_face])
+            except sqlite3.OperationalError as exc:
+                refused.append(str(exc))
+        return summary
+
+    monkeypatch.setattr(forget_module, "plan_forget", plan_then_another_process_writes)
+    with Catalog.open(library.db) as catalog:
+        forget_person(catalog, NAME)
+        assert refused == ["database is locked"]
+        assert catalog.db.execute("SELECT person_id FROM faces WHERE id = ?", [other_face]).fetchone() == (None,)

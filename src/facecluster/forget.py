@@ -247,13 +247,15 @@ def forget_person(
     conn = catalog.db.conn
     if site is not None:
         _check_site(Path(site).expanduser(), catalog)  # before deleting anything: a wrong --site must not half-finish
-    summary = plan_forget(catalog, name)
-    ids = summary.face_ids
     # Per connection; freed pages and cells are zeroed instead of being left in the file's free list.
     conn.execute("PRAGMA secure_delete = ON")
-    clusters = _clusters(conn, summary.person_id, ids)
-    leaving = set(ids)
-    with conn:
+    # The faces to delete are found inside the write transaction: a `cluster` of another process cannot
+    # name new faces after her between finding them and deleting them.
+    with catalog.transaction():
+        summary = plan_forget(catalog, name)
+        ids = summary.face_ids
+        clusters = _clusters(conn, summary.person_id, ids)
+        leaving = set(ids)
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             conn.execute(f"DELETE FROM embeddings WHERE face_id IN ({_in(part)})", part)
