@@ -327,15 +327,12 @@ def _escape_control(ch: str) -> str:
 
 
 def file_hash(path: Path) -> str:
-    """SHA-256 hex digest of the file's content, read in 1 MiB blocks (photos are identified by it).
+    """SHA-256 hex digest of the file's content (photos are identified by it).
 
     Example: ``file_hash(Path("a.jpg"))`` → ``"9f86d08…"``; raises ``ImageError`` when unreadable.
     """
-    digest = hashlib.sha256()
     with open_regular(path) as handle:  # never a FIFO or a device: those would block or never end
         try:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+            return hashlib.file_digest(handle, "sha256").hexdigest()
         except OSError as exc:
             raise ImageError(f"cannot read: {exc.strerror or exc}", Path(path).name) from None
-    return digest.hexdigest()

@@ -71,12 +71,9 @@ EMBEDDING_NAMES = ("vggface2", "casia-webface")
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file (``hashlib.file_digest`` reads it in blocks)."""
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def weights_sha256(path: Path) -> str:

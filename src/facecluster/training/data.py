@@ -23,11 +23,10 @@ import torch
 from PIL import Image
 
 from facecluster.config import DetectConfig, EmbedConfig
-from facecluster.errors import DataError, FaceclusterError
-from facecluster.images import SUPPORTED_SUFFIXES
+from facecluster.errors import DataError, FaceclusterError, ImageError
+from facecluster.images import SUPPORTED_SUFFIXES, file_hash
 from facecluster.paths import cache_dir
 from facecluster.reporting import ProgressFn, null_progress
-from facecluster.weights import file_sha256
 
 #: Reads one photo as an (H, W, 3) uint8 RGB array; raises a FaceclusterError (ImageError) when it cannot.
 ImageReader = Callable[[Path], np.ndarray]
@@ -127,9 +126,9 @@ class CropCache:
         todo: list[tuple[int, str, Path]] = []
         for i, path in enumerate(paths):
             try:
-                digest = file_sha256(path)
-            except OSError as exc:
-                report.unreadable.append(f"{path}: {exc.strerror or exc}")
+                digest = file_hash(path)  # the photo hash of the catalog: refuses a FIFO instead of blocking
+            except ImageError as exc:
+                report.unreadable.append(f"{path}: {exc.reason}")
                 continue
             png, none = self.root / digest[:2] / f"{digest}.png", self.root / digest[:2] / f"{digest}.none"
             if png.exists():
