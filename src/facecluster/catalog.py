@@ -83,16 +83,14 @@ class Catalog:
     def transaction(self, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
         """One atomic write: everything inside commits together or not at all.
 
-        ``immediate=False`` is optimistic: the transaction reads a snapshot without holding the lock, and
-        its first write fails at once (``is_write_conflict``) if another process wrote since that
-        snapshot; the caller then does its work again (``cluster_catalog``: a long computation that
-        should not make every other command wait).
-
         It takes the catalog's write lock at once (``BEGIN IMMEDIATE``, waiting up to ``BUSY_TIMEOUT_S`` for
         another process's write to finish), so what it reads inside is what it writes over: another command
-        cannot change the catalog between the two. A ``transaction()`` inside another is a savepoint: an
-        error inside undoes only its own writes, and the outer one commits. Use plain SQL inside
-        (sqlite-utils' write helpers commit on their own)::
+        cannot change the catalog between the two. ``immediate=False`` is optimistic instead: it reads a
+        snapshot without holding the lock, and its first write fails at once (``is_write_conflict``) if
+        another process wrote since; the caller then does its work again (``cluster_catalog``: a long
+        computation that should not make every other command wait). A ``transaction()`` inside another is
+        a savepoint: an error inside undoes only its own writes, and the outer one commits. Use plain SQL
+        inside (sqlite-utils' write helpers commit on their own)::
 
             with catalog.transaction() as conn:
                 conn.execute("UPDATE people SET name = ? WHERE id = ?", ["Ada", 1])

@@ -10,7 +10,6 @@ that has shipped. Each runs inside one transaction together with its row in ``_m
 from __future__ import annotations
 
 import sqlite3
-
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -141,8 +140,6 @@ def m003_cluster_ids_never_reused(db: Database) -> None:
     AUTOINCREMENT SQLite gives a new cluster the id of the largest deleted one. The table is rebuilt with
     foreign keys off (``apply_migrations``), so ``faces.cluster_id`` keeps pointing at the same rows.
     """
-    if not db.conn.in_transaction:  # (apply_migrations runs it in its own)
-        db.execute("BEGIN")
     db.execute(
         """
         CREATE TABLE clusters_new (
