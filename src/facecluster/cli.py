@@ -21,6 +21,7 @@ import click
 from facecluster import __version__
 from facecluster.commands import INTERRUPT_HINT, load_command
 from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, FaceclusterError
+from facecluster.output import stdout_is_utf8
 
 #: command name -> "module:attribute" under facecluster.commands
 COMMANDS: dict[str, str] = {
@@ -159,7 +160,7 @@ def main() -> None:
     """Console-script entry point."""
     # Here, not at import: the library (and tests calling `cli` in-process) keep Python's own handling.
     signal.signal(signal.SIGTERM, _on_sigterm)
-    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.encoding.lower().replace("-", "") != "utf8":
+    if isinstance(sys.stdout, io.TextIOWrapper) and not stdout_is_utf8():
         # A stdout that cannot encode every name (a Latin-1 locale, PYTHONIOENCODING=ascii): JSON is
         # escaped (output.py); CSV and plain text get \\xNN escapes instead of stopping half-way.
         sys.stdout.reconfigure(errors="backslashreplace")

@@ -49,11 +49,12 @@ def dumps(obj: Any, ascii_only: bool = False) -> str:
     return json.dumps(finite(obj), default=_default, ensure_ascii=ascii_only, allow_nan=False)
 
 
-def _stdout_ascii_only() -> bool:
-    # JSON for a stdout that cannot encode every character (a Latin-1 locale, PYTHONIOENCODING=ascii)
-    # is escaped, so a name like "Zoë Ñúñez" never stops the output half-way with UnicodeEncodeError.
+def stdout_is_utf8() -> bool:
+    """Whether stdout encodes every character (``False`` in a Latin-1 locale or with
+    ``PYTHONIOENCODING=ascii``): JSON is then escaped, so a name like "Zoë Ñúñez" never stops the output
+    half-way with UnicodeEncodeError (and the CLI makes other text backslash-escape)."""
     encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
-    return encoding not in ("utf8", "utf8sig")
+    return encoding in ("utf8", "utf8sig")
 
 
 def csv_cell(value: Any) -> Any:
@@ -71,12 +72,12 @@ def csv_cell(value: Any) -> Any:
 
 def emit_json(obj: Any) -> None:
     """Print one JSON object on stdout (non-finite floats as ``null``)."""
-    sys.stdout.write(dumps(obj, _stdout_ascii_only()) + "\n")
+    sys.stdout.write(dumps(obj, not stdout_is_utf8()) + "\n")
 
 
 def emit_jsonl(records: Iterable[Mapping[str, Any]]) -> None:
     """Print one JSON object per line on stdout (non-finite floats as ``null``)."""
-    ascii_only = _stdout_ascii_only()
+    ascii_only = not stdout_is_utf8()
     for record in records:
         sys.stdout.write(dumps(record, ascii_only) + "\n")
 
