@@ -282,16 +282,15 @@ def resolve_weights(name: str, path: Path | None = None, progress: ProgressFn = 
     spec = WEIGHT_FILES[name]
     if path is not None:
         if not Path(path).is_file():
-            # A bare word is more likely a mistyped weights name than a missing file.
-            hint = "" if Path(path).suffix or len(Path(path).parts) > 1 else \
+            # A bare word that names nothing is more likely a mistyped weights name than a missing file.
+            # Something there but not a file (a FIFO, a device) is never opened: it would block or never end.
+            hint = "" if Path(path).exists() or Path(path).suffix or len(Path(path).parts) > 1 else \
                 f" (weights names: {', '.join(sorted(EMBEDDING_NAMES))})"
-            if Path(path).exists():  # a FIFO or a device: never opened, it would block or never end
-                raise WeightsError(f"weights file {path} {_not_a_file(Path(path))}")
-            raise WeightsError(f"weights file {path} does not exist{hint}")
+            raise WeightsError(f"weights file {path} {_not_a_file(Path(path))}{hint}")
         return Path(path)
     if name in EMBEDDING_NAMES and (env := os.environ.get("FACECLUSTER_WEIGHTS")):
         if not Path(env).is_file():
-            raise WeightsError(f"FACECLUSTER_WEIGHTS points at {env}, which does not exist")
+            raise WeightsError(f"FACECLUSTER_WEIGHTS points at {env}, which {_not_a_file(Path(env))}")
         return Path(env)
     if env_dir := os.environ.get("FACECLUSTER_WEIGHTS_DIR"):
         for candidate in (spec.filename, *spec.aliases):
