@@ -59,15 +59,22 @@ def _state(catalog: Catalog, cluster: int) -> tuple:
     return ignored, size, person, faces[0], faces[1]
 
 
+def _recluster_while_another_process_writes(catalog: Catalog, db: Path, write) -> tuple[int, Meanwhile]:
+    """Two people of 3 faces clustered, then clustered again (--full) while another process runs
+    ``write(other_catalog, cluster)`` on the first one's cluster; returns that cluster and the recording."""
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
+    target = catalog.db.execute("SELECT cluster_id FROM faces WHERE id = ?", [ids[0]]).fetchone()[0]
+    algorithms = Meanwhile(db, lambda other: write(other, target))
+    cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=algorithms)
+    algorithms.finish()
+    return target, algorithms
+
+
 def test_ignore_cluster_while_full_clustering_runs_is_kept(tmp_path: Path) -> None:
     db = tmp_path / "catalog.db"
     with Catalog.open(db) as catalog:
-        ids = add_faces(catalog, [[0], [0], [0], [1], [1], [1]])
-        cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
-        target = catalog.db.execute("SELECT cluster_id FROM faces WHERE id = ?", [ids[0]]).fetchone()[0]
-        algorithms = Meanwhile(db, lambda other: ignore_cluster(other, target))
-        cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=algorithms)
-        algorithms.finish()
+        target, algorithms = _recluster_while_another_process_writes(catalog, db, ignore_cluster)
         # The ignore landed at once (clustering holds no lock while it computes), then clustering ran again.
         assert (algorithms.held_up, algorithms.calls) == (False, 2)
         # The ignored cluster still holds its 3 faces, all ignored (so --unignore-cluster can bring them back).
@@ -77,12 +84,8 @@ def test_ignore_cluster_while_full_clustering_runs_is_kept(tmp_path: Path) -> No
 def test_label_while_full_clustering_runs_names_the_cluster(tmp_path: Path) -> None:
     db = tmp_path / "catalog.db"
     with Catalog.open(db) as catalog:
-        ids = add_faces(catalog, [[0], [0], [0], [1], [1], [1]])
-        cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=FakeAlgorithms())
-        target = catalog.db.execute("SELECT cluster_id FROM faces WHERE id = ?", [ids[0]]).fetchone()[0]
-        algorithms = Meanwhile(db, lambda other: name_cluster(other, target, "Ada"))
-        cluster_catalog(catalog, MODEL, CONFIG, full=True, algorithms=algorithms)
-        algorithms.finish()
+        target, algorithms = _recluster_while_another_process_writes(
+            catalog, db, lambda other, cluster: name_cluster(other, cluster, "Ada"))
         person = catalog.db.execute("SELECT id FROM people WHERE name = 'Ada'").fetchone()[0]
         assert _state(catalog, target) == (0, 3, person, 3, 0)
         assert (algorithms.held_up, algorithms.calls) == (False, 2)
