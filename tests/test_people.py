@@ -163,13 +163,19 @@ def test_full_reclustering_passes_constraints_and_keeps_ids_and_names() -> None:
     assert after[4] == after[0]
 
 
-def test_rename_merge_reject_ignore() -> None:
+def _two_named_people(first: str, second: str) -> tuple[Catalog, list[int], int, int]:
+    """A new catalog of 4 faces in two clusters (faces 0-1 and 2-3), named ``first`` and ``second``."""
     catalog = Catalog.open(None)
     ids = add_faces(catalog, [[0], [0], [1], [1]])
     cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
     a, _, b, _ = clusters_of(catalog, ids)
-    name_cluster(catalog, a, "A")
-    name_cluster(catalog, b, "B")
+    name_cluster(catalog, a, first)
+    name_cluster(catalog, b, second)
+    return catalog, ids, a, b
+
+
+def test_rename_merge_reject_ignore() -> None:
+    catalog, ids, a, b = _two_named_people("A", "B")
     with pytest.raises(CatalogError, match="merge"):
         rename_person(catalog, "A", "B")
     rename_person(catalog, "A", "Ada")
@@ -298,12 +304,7 @@ def test_relabelling_a_cluster_removes_the_person_it_left_without_faces() -> Non
 
 
 def test_a_person_whose_last_face_is_moved_or_rejected_is_removed() -> None:
-    catalog = Catalog.open(None)
-    ids = add_faces(catalog, [[0], [0], [1], [1]])
-    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
-    a, _, b, _ = clusters_of(catalog, ids)
-    name_cluster(catalog, a, "Ada")
-    name_cluster(catalog, b, "Bob")
+    catalog, ids, a, b = _two_named_people("Ada", "Bob")
     assert move_face(catalog, ids[0], "Bob")["removed"] is None
     assert move_face(catalog, ids[1], "Bob")["removed"] == "Ada"
     assert reject_face(catalog, ids[2])["removed"] is None
@@ -319,12 +320,7 @@ def test_a_person_whose_last_face_is_moved_or_rejected_is_removed() -> None:
 
 
 def test_a_person_whose_faces_are_all_ignored_is_listed_only_with_all() -> None:
-    catalog = Catalog.open(None)
-    ids = add_faces(catalog, [[0], [0], [1], [1]])
-    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
-    a, _, b, _ = clusters_of(catalog, ids)
-    name_cluster(catalog, a, "Ada")
-    name_cluster(catalog, b, "Bob")
+    catalog, ids, a, b = _two_named_people("Ada", "Bob")
     ignore_face(catalog, ids[0])
     ignore_face(catalog, ids[1])
     # Ada keeps her (ignored) faces, so she is not removed: unignoring brings her back.
