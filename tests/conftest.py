@@ -29,9 +29,10 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("FACECLUSTER_HOME", str(home / "data"))
     monkeypatch.setenv("FACECLUSTER_CACHE", str(home / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))  # no settings file unless a test writes one
     # A developer's own settings must not leak in (FACECLUSTER_WEIGHTS_DIR would find real weights).
     for name in ("FACECLUSTER_DB", "FACECLUSTER_WEIGHTS", "FACECLUSTER_WEIGHTS_DIR", "FACECLUSTER_DEVICE",
-                 "FACECLUSTER_DEBUG"):
+                 "FACECLUSTER_DEBUG", "FACECLUSTER_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FACECLUSTER_OFFLINE", "1")  # tests never touch the network
 

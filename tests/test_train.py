@@ -621,3 +621,18 @@ def test_skipped_identities_counts_those_left_out_before_and_by_the_sampler(tmp_
     result = train(lone, _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
                    out=tmp_path / "m.pt", run_dir=tmp_path / "r")
     assert result.skipped_identities == 2 and result.identities == 4  # "Loner" (data) + "p4" (one face)
+
+
+def test_cli_scratch_ignores_weights_from_the_settings_file(tmp_path: Path, fake_pipeline: None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+
+    seen: list[object] = []
+    monkeypatch.setattr(trainer, "train", lambda *a, base, **k: seen.append(base) or _DONE)
+    settings = tmp_path / "mine.toml"
+    settings.write_text(f'[train]\nweights = "{tmp_path / "somewhere.pt"}"\n')  # a default, not a --weights
+    monkeypatch.setenv("FACECLUSTER_CONFIG", str(settings))
+    lib = _library(tmp_path / "lib")
+    result = CliRunner().invoke(cli, ["train", "--data", str(lib), "--scratch", "--out", str(tmp_path / "m"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [b.name for b in seen] == ["scratch"]  # type: ignore[attr-defined]

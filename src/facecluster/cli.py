@@ -20,6 +20,7 @@ import click
 
 from facecluster import __version__
 from facecluster.commands import INTERRUPT_HINT, load_command
+from facecluster.commands.option_defaults import SETTINGS_PATH, ConfiguredGroup, section_defaults
 from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, FaceclusterError
 from facecluster.output import stdout_is_utf8
 
@@ -39,8 +40,9 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group that imports a subcommand's module only when that subcommand runs."""
+class LazyGroup(ConfiguredGroup):
+    """A group that imports a subcommand's module only when that subcommand runs, with option defaults
+    from the settings file (``facecluster.settings``)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         available = []
@@ -59,10 +61,16 @@ class LazyGroup(click.Group):
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
+        settings_path = None
+        if parent is None and "default_map" not in extra:
+            settings_path, extra["default_map"] = _settings_defaults(self)
         # Ctrl-C or SIGTERM while the top-level options are parsed, before any command ran: Click would say
         # "Aborted!" and exit 1; say what happened and exit as a stopped command does (130 / 143).
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+            if settings_path is not None:
+                ctx.meta[SETTINGS_PATH] = settings_path
+            return ctx
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated)
             click.echo(f"{'Terminated' if terminated else 'Interrupted'}: nothing was done.", err=True)
@@ -89,6 +97,22 @@ class LazyGroup(click.Group):
                 raise
             click.echo(f"Error: {_describe(exc, getattr(ctx.obj, 'db_path', None))}", err=True)
             ctx.exit(EXIT_ERROR)
+
+
+def _settings_defaults(group: click.Group) -> tuple[Path | None, dict[str, Any] | None]:
+    """The settings file's path and its top level as the root ``default_map`` (``None`` without a file);
+    a bad file is a one-line error (exit 1) before anything runs."""
+    from facecluster.paths import config_path
+    from facecluster.settings import load_settings
+
+    path = config_path()
+    if path is None:
+        return None, None
+    try:
+        settings = load_settings(path, required="FACECLUSTER_CONFIG" in os.environ)
+        return path, (section_defaults(group, settings, "", path) if settings else None)
+    except FaceclusterError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 class Terminated(KeyboardInterrupt):
@@ -152,6 +176,9 @@ def cli(ctx: click.Context, db: Path | None) -> None:
         facecluster cluster ~/Pictures
         facecluster people
         facecluster label 3 "Ada Lovelace"
+
+    Options given every time can go in ~/.config/facecluster/config.toml
+    (FACECLUSTER_CONFIG), a table per command: see docs/usage.md.
     """
     ctx.obj = AppContext(db)
 

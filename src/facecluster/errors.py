@@ -47,3 +47,7 @@ class CatalogError(FaceclusterError):
 
 class DataError(FaceclusterError):
     """Input data (pairs file, training folder, truth file) is missing or malformed."""
+
+
+class ConfigError(FaceclusterError):
+    """The settings file (``config.toml``) cannot be read, is not TOML, or names an unknown option."""

@@ -26,6 +26,17 @@ def default_db_path() -> Path:
     return data_dir() / "catalog.db"
 
 
+def config_path() -> Path | None:
+    """The settings file: ``$FACECLUSTER_CONFIG`` (empty: none) or ``$XDG_CONFIG_HOME/facecluster/config.toml``.
+
+        config_path()   # PosixPath('/home/ada/.config/facecluster/config.toml')
+    """
+    if (env := os.environ.get("FACECLUSTER_CONFIG")) is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "facecluster" / "config.toml"
+
+
 def cache_dir() -> Path:
     """The cache directory (downloaded weights): ``$FACECLUSTER_CACHE`` or ``$XDG_CACHE_HOME/facecluster``."""
     if env := os.environ.get("FACECLUSTER_CACHE"):

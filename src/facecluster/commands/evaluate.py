@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from facecluster.commands import load_command
+from facecluster.commands.option_defaults import ConfiguredGroup
 
 #: subcommand -> module under facecluster.commands exposing ``command``
 _SUBCOMMANDS = {"lfw": "evaluate_lfw", "clusters": "evaluate_clusters"}
 
 
-class _EvaluateGroup(click.Group):
+class _EvaluateGroup(ConfiguredGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name in _SUBCOMMANDS if self.get_command(ctx, name) is not None)
 

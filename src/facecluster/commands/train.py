@@ -162,8 +162,9 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     if resume and run_dir is None:
         raise click.UsageError("--resume needs the --run-dir of the run to continue")
     if scratch and weights is not None:
-        if ctx.get_parameter_source("weights") is click.core.ParameterSource.ENVIRONMENT:
-            weights = None  # FACECLUSTER_WEIGHTS is a default for fine-tuning, not a contradiction
+        if ctx.get_parameter_source("weights") in (click.core.ParameterSource.ENVIRONMENT,
+                                                   click.core.ParameterSource.DEFAULT_MAP):
+            weights = None  # FACECLUSTER_WEIGHTS or the settings file: a default for fine-tuning, not a contradiction
         else:
             raise click.UsageError("give either --weights (fine-tune) or --scratch (random start), not both")
     if scratch and freeze_backbone:

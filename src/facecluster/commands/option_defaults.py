@@ -1,0 +1,106 @@
+"""The settings file as Click's ``default_map``: sections of option names checked against each command.
+
+Click looks a parameter up as flag, then environment variable, then ``ctx.default_map``, then its own
+default, which is the order the settings file needs. A section keys options by their long name
+(``min-size`` or ``min_size``, ``json``, ``flip = false`` for ``--no-flip``) while ``default_map`` keys them
+by parameter name (``min_size``, ``as_json``, ``flip``): ``section_defaults`` translates one section,
+and refuses an unknown key or a bad value with one line naming the file, the table and the key::
+
+    section_defaults(cluster_command, {"weights": "casia-webface"}, "cluster", Path("config.toml"))
+    # {'weights': 'casia-webface'}
+
+Tables for subcommands of a group stay as ``Section`` (unchecked) until that subcommand is resolved
+(``ConfiguredGroup``), so a typo under ``[evaluate.lfw]`` does not stop ``facecluster people``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from facecluster.errors import ConfigError
+from facecluster.settings import expand_home
+
+#: ``ctx.meta`` key holding the settings file's path, for messages about sections read later.
+SETTINGS_PATH = "facecluster.settings_path"
+
+
+class Section(dict[str, Any]):
+    """A table of the settings file not yet checked against its command."""
+
+
+def _table(name: str) -> str:
+    return f"[{name}]" if name else "the top level"
+
+
+def section_defaults(command: click.Command, section: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
+    """``section`` (long option names) -> ``default_map`` (parameter names) for ``command``.
+
+    ``name`` is the table's dotted name (``""`` for the top level), used in messages with ``path``.
+    """
+    by_key: dict[str, click.Option] = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.expose_value:
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    by_key.setdefault(opt[2:], param)
+    ctx = click.Context(command)
+    groups = command if isinstance(command, click.Group) else None
+    result: dict[str, Any] = {}
+    for key, value in section.items():
+        where = f"settings file {path}: {_table(name)}"
+        if isinstance(value, dict):
+            sub = f"{name}.{key}" if name else key
+            if groups is None or groups.get_command(ctx, key) is None:
+                raise ConfigError(f"settings file {path}: [{sub}] is not a facecluster command")
+            result[key] = Section(value)
+            continue
+        param = by_key.get(key.replace("_", "-"))
+        if param is None:
+            negated = by_key.get(key.replace("_", "-").removeprefix("no-"))
+            if negated is not None and negated.secondary_opts:
+                raise ConfigError(f"{where}: write '{negated.opts[-1][2:]} = false' for {negated.secondary_opts[0]}")
+            raise ConfigError(f"{where} has no option '{key}' (options: {', '.join(sorted(by_key))})")
+        if param.is_flag and not param.secondary_opts:
+            # --json, --force, forget's --yes: nothing on the command line could switch it off again.
+            raise ConfigError(f"{where} {key}: {param.opts[-1]} has no off switch, so it is given on the command "
+                              "line only")
+        value = expand_home(value)
+        check = value
+        if isinstance(value, str) and (param.multiple or param.nargs != 1):
+            check = param.type.split_envvar_value(value)  # as Click splits such a string from default_map
+        try:
+            param.type_cast_value(ctx, check)
+        except click.BadParameter as exc:
+            raise ConfigError(f"{where} {key}: {exc.message}") from None
+        except (TypeError, ValueError):  # a TOML date, an array of tables: nothing Click can take
+            raise ConfigError(f"{where} {key}: {value!r} is not a value for {param.opts[-1]}") from None
+        result[param.name or key] = value
+    return result
+
+
+class ConfiguredGroup(click.Group):
+    """A group whose subcommands take their option defaults from the settings file's tables."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        defaults = ctx.default_map
+        if command is not None and name is not None and defaults is not None and isinstance(defaults.get(name), Section):
+            path = ctx.find_root().meta.get(SETTINGS_PATH, Path("config.toml"))
+            dotted = ".".join(c.info_name or "" for c in _lineage(ctx)[1:] if c.info_name)
+            table = f"{dotted}.{name}" if dotted else name
+            defaults[name] = section_defaults(command, defaults[name], table, path)
+        return name, command, rest
+
+
+def _lineage(ctx: click.Context) -> list[click.Context]:
+    """The contexts from the root group down to ``ctx``."""
+    chain = []
+    current: click.Context | None = ctx
+    while current is not None:
+        chain.append(current)
+        current = current.parent
+    return chain[::-1]
