@@ -538,3 +538,27 @@ def test_a_face_that_cannot_be_embedded_is_listed_and_the_run_is_partial(env: di
     with Catalog.open(env["db"]) as catalog:
         assert catalog.db.execute("SELECT command, status FROM runs ORDER BY id").fetchall()[-1] == (command[0], "partial")
         assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == N_FACES - 1
+
+
+def test_a_command_line_model_wins_over_weights_from_the_environment_or_settings(
+        env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple] = []
+    fake = pipeline.load_embedder
+
+    def recording(weights, model_path, *args, **kwargs):
+        seen.append((weights, model_path))
+        return fake(weights, model_path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_embedder", recording)
+    weights, model = tmp_path / "w.pt", tmp_path / "m.pt"
+    monkeypatch.setenv("FACECLUSTER_WEIGHTS", str(weights))  # a default: --model on the command line wins
+    assert run(env, "cluster", str(env["root"]), "--model", str(model), "-q").exit_code == 0
+    settings = tmp_path / "config" / "facecluster" / "config.toml"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(f'[embed]\nmodel = "{model}"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert run(env, "embed", "-q", "--force").exit_code == 0  # the variable over the settings file
+    monkeypatch.delenv("FACECLUSTER_WEIGHTS")
+    assert run(env, "embed", "-q", "--force", "--weights", str(weights)).exit_code == 0  # the flag over the file
+    assert run(env, "embed", "-q", "--force").exit_code == 0  # the settings file alone
+    assert seen == [(None, model), (weights, None), (weights, None), (None, model)]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,26 @@ def force_option(func: F) -> F:
 
 
 def model_options(func: F) -> F:
-    """``--weights PATH``, ``--model PATH`` and ``--device`` for commands that embed faces."""
+    """``--weights PATH``, ``--model PATH`` and ``--device`` for commands that embed faces.
+
+    Where both ``weights`` and ``model_path`` arrive, the one given more directly wins (command line over
+    environment variable over settings file), so ``FACECLUSTER_WEIGHTS`` in the environment does not stop
+    ``--model me.pt``; two given alike stay both, and the library refuses them.
+    """
+    command = func
+
+    def one_model_source(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        if kwargs.get("weights") is not None and kwargs.get("model_path") is not None:
+            weights_rank = _SOURCE_RANK.get(ctx.get_parameter_source("weights"), 0)
+            model_rank = _SOURCE_RANK.get(ctx.get_parameter_source("model_path"), 0)
+            if weights_rank > model_rank:
+                kwargs["model_path"] = None
+            elif model_rank > weights_rank:
+                kwargs["weights"] = None
+        return command(*args, **kwargs)
+
+    func = functools.wraps(command)(one_model_source)  # type: ignore[assignment]
     func = click.option(
         "--device",
         default="cpu",
@@ -58,6 +78,14 @@ def model_options(func: F) -> F:
         help="A pretrained InceptionResnetV1 state dict (default: vggface2, from the cache or downloaded).",
     )(func)
     return func
+
+
+#: How directly a value was given: a higher rank wins where two options exclude each other.
+_SOURCE_RANK = {
+    click.core.ParameterSource.COMMANDLINE: 3,
+    click.core.ParameterSource.ENVIRONMENT: 2,
+    click.core.ParameterSource.DEFAULT_MAP: 1,
+}
 
 
 def db_path(ctx: click.Context) -> Path:
