@@ -147,3 +147,9 @@ def test_a_typo_in_one_commands_table_does_not_stop_another_command(settings: Pa
 def test_keys_may_use_dashes_or_underscores(settings: Path) -> None:
     settings.write_text("[evaluate.lfw]\nsubtract_mean = 'maybe'\n")
     assert "[evaluate.lfw] subtract_mean: 'maybe' is not a valid boolean" in one_line_error(invoke("evaluate", "lfw"))
+
+
+def test_help_and_version_work_with_a_broken_settings_file(settings: Path) -> None:
+    settings.write_text("[cluster\n")
+    assert invoke("--help").exit_code == 0 and invoke("--version").exit_code == 0
+    assert "not valid TOML" in one_line_error(invoke("people"))

@@ -40,6 +40,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: ``ctx.meta`` key: the settings file's ConfigError, raised when a command runs (not for --help).
+_SETTINGS_ERROR = "facecluster.settings_error"
+
+
 class LazyGroup(ConfiguredGroup):
     """A group that imports a subcommand's module only when that subcommand runs, with option defaults
     from the settings file (``facecluster.settings``)."""
@@ -61,15 +65,18 @@ class LazyGroup(ConfiguredGroup):
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
-        settings_path = None
+        settings_path, settings_error = None, None
         if parent is None and "default_map" not in extra:
-            settings_path, extra["default_map"] = _settings_defaults(self)
+            try:
+                settings_path, extra["default_map"] = _settings_defaults(self)
+            except FaceclusterError as exc:
+                settings_error = exc  # raised when a command runs: --help and --version still work
         # Ctrl-C or SIGTERM while the top-level options are parsed, before any command ran: Click would say
         # "Aborted!" and exit 1; say what happened and exit as a stopped command does (130 / 143).
         try:
             ctx = super().make_context(info_name, args, parent=parent, **extra)
-            if settings_path is not None:
-                ctx.meta[SETTINGS_PATH] = settings_path
+            ctx.meta[SETTINGS_PATH] = settings_path
+            ctx.meta[_SETTINGS_ERROR] = settings_error
             return ctx
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated)
@@ -78,6 +85,8 @@ class LazyGroup(ConfiguredGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            if ctx.meta.get(_SETTINGS_ERROR) is not None:
+                raise ctx.meta[_SETTINGS_ERROR]
             return super().invoke(ctx)
         except FaceclusterError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -101,18 +110,15 @@ class LazyGroup(ConfiguredGroup):
 
 def _settings_defaults(group: click.Group) -> tuple[Path | None, dict[str, Any] | None]:
     """The settings file's path and its top level as the root ``default_map`` (``None`` without a file);
-    a bad file is a one-line error (exit 1) before anything runs."""
+    a bad file is a ``ConfigError``."""
     from facecluster.paths import config_path
     from facecluster.settings import load_settings
 
     path = config_path()
     if path is None:
         return None, None
-    try:
-        settings = load_settings(path, required="FACECLUSTER_CONFIG" in os.environ)
-        return path, (section_defaults(group, settings, "", path) if settings else None)
-    except FaceclusterError as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings = load_settings(path, required="FACECLUSTER_CONFIG" in os.environ)
+    return path, (section_defaults(group, settings, "", path) if settings else None)
 
 
 class Terminated(KeyboardInterrupt):
