@@ -3,13 +3,18 @@ nothing a command read before that write is written back over it."""
 
 from __future__ import annotations
 
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from facecluster.catalog import Catalog
+from facecluster.catalog import BUSY_TIMEOUT_S, Catalog
 from facecluster.people import cluster_catalog, ignore_cluster, name_cluster
 from tests.fakes import FakeAlgorithms
 from tests.test_people import CONFIG, MODEL, add_faces
@@ -184,3 +189,65 @@ def test_faces_deleted_or_redetected_while_embed_runs_get_no_stale_vector(tmp_pa
         vectors = {r[0] for r in catalog.db.execute("SELECT face_id FROM embeddings")}
         assert vectors == set(kept)  # `changed` is embedded by the next run, from its new crop
         assert embed_pending(catalog, FakeEmbedder()).embedded == 1
+
+
+def test_ctrl_c_while_waiting_for_the_write_lock_stops_at_once(tmp_path: Path) -> None:
+    # SQLite's busy wait is C code: a signal is only acted on when it returns, up to BUSY_TIMEOUT_S later.
+    # A child process waits for the lock this test holds; Ctrl-C (SIGINT) must stop it within moments.
+    path = tmp_path / "c.db"
+    Catalog.open(path).db.conn.close()
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another command writing
+    child = textwrap.dedent(f"""
+        import sys, time
+        from facecluster.catalog import Catalog
+        catalog = Catalog.open({str(path)!r})
+        print("waiting", flush=True)
+        try:
+            with catalog.transaction() as conn:
+                print("got the lock", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+        with catalog.transaction() as conn:  # usable afterwards, with its full timeout again
+            print("timeout", conn.execute("PRAGMA busy_timeout").fetchone()[0], flush=True)
+    """)
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "waiting\n"
+        time.sleep(0.5)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=BUSY_TIMEOUT_S * 2)
+        finally:
+            proc.kill()
+        elapsed = time.monotonic() - start
+    finally:
+        holder.rollback()
+    assert rc == 130 and proc.stdout.read() == "interrupted\n"
+    assert elapsed < BUSY_TIMEOUT_S / 3, elapsed
+
+
+def test_the_lock_wait_keeps_its_full_length_and_the_connection_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    waited: list[float] = []
+    timeouts: list[int] = []
+
+    def write() -> None:  # another command: its connection set to wait 1.5 s for the lock
+        with Catalog.open(path) as other:
+            other.db.conn.execute("PRAGMA busy_timeout = 1500")
+            start = time.monotonic()
+            with other.transaction() as conn:
+                conn.execute("INSERT INTO people (name, created_at) VALUES ('Bob', 'now')")
+            waited.append(time.monotonic() - start)
+            timeouts.append(other.db.execute("PRAGMA busy_timeout").fetchone()[0])
+
+    with Catalog.open(path) as catalog:
+        with catalog.transaction():
+            thread = threading.Thread(target=write)
+            thread.start()
+            time.sleep(0.8)  # holding the lock: the other write waits, then gets it once this commits
+        thread.join(10)
+        assert waited and waited[0] >= 0.7 and timeouts == [1500]
+        assert catalog.db.execute("SELECT count(*) FROM people").fetchone()[0] == 1

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from sqlite_utils import Database
 
+from facecluster.dblock import begin_immediate, is_write_conflict
 from facecluster.errors import CatalogError
 from facecluster.migrations import apply_migrations, check_is_catalog, now
 
@@ -100,7 +101,10 @@ class Catalog:
             yield from self._savepoint(conn)
             return
         if not conn.in_transaction:  # (one opened by a bare write before is simply carried on)
-            conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            if immediate:
+                begin_immediate(conn)
+            else:
+                conn.execute("BEGIN")
         self._depth = 1
         try:
             yield conn
@@ -251,13 +255,6 @@ def _is_write_refusal(exc: BaseException) -> bool:
     # SQLITE_READONLY* ("attempt to write a readonly database") or SQLITE_CANTOPEN ("unable to open ...").
     name = getattr(exc, "sqlite_errorname", "") or ""
     return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in str(exc) or "unable to open" in str(exc)
-
-
-def is_write_conflict(exc: BaseException) -> bool:
-    """True for SQLite's "busy" errors: another process holds the write lock, or (an optimistic
-    ``transaction(immediate=False)``) wrote after this transaction's snapshot."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def unwritable_reason(path: Path) -> str | None:

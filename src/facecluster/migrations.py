@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from sqlite_utils import Database
 
+from facecluster.dblock import begin_immediate
 from facecluster.errors import CatalogError
 
 
@@ -208,7 +209,7 @@ def apply_migrations(db: Database) -> list[str]:
         try:
             # One transaction holding the write lock: the schema change and its record land together, and
             # another process opening the catalog at the same moment waits, then finds the step done.
-            db.conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(db.conn)
             try:
                 if db.execute("SELECT 1 FROM _migrations WHERE name = ?", [name]).fetchone() is None:
                     migration(db)
