@@ -570,3 +570,37 @@ def test_a_photo_whose_faces_were_carried_to_a_look_alike_is_detected_again_wher
     assert _face_of(catalog, a) == [face]  # a.png was met first: the face went to the look-alike
     detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
     assert len(_face_of(catalog, lib / "c.png")) == 1  # c.png, linked to the emptied photo, is detected again
+
+
+def test_a_read_that_never_returns_does_not_keep_the_process_alive_after_ctrl_c(tmp_path: Path) -> None:
+    # A hung network share: the reader thread never comes back. Ctrl-C stops the command, and the
+    # process must then exit rather than wait at shutdown for that thread.
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent(f"""
+        import threading
+        from pathlib import Path
+        from facecluster import pipeline
+
+        def hung(path, *args):
+            print("reading", flush=True)
+            threading.Event().wait()   # never returns
+
+        pipeline._prepare = hung
+        try:
+            for item in pipeline._prefetched([Path({str(tmp_path / 'a.jpg')!r})], frozenset(), 1000, False, 2):
+                pass
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "reading\n"
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=20)
+    finally:
+        proc.kill()
+    assert rc == 0 and proc.stdout.read() == "interrupted\n"

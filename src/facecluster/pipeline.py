@@ -19,7 +19,9 @@ import hashlib
 import io
 import json
 import os
+import queue
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -249,7 +251,7 @@ def _prefetched(
         for path in paths:
             yield _prepare(path, known, max_side, force)
         return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facecluster-read")
+    pool = _ReaderThreads(workers)
     pending: deque[Future[_Prepared]] = deque()
     it = iter(paths)
     try:
@@ -260,7 +262,45 @@ def _prefetched(
         while pending:
             yield pending.popleft().result()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for future in pending:
+            future.cancel()
+        pool.shutdown()
+
+
+class _ReaderThreads:
+    """A few daemon threads running ``submit``-ted calls in order, each answered through a ``Future``.
+
+    ``ThreadPoolExecutor``'s threads are waited for when Python exits, so one read that never returns (a
+    hung network share) would keep the process alive after Ctrl-C; daemon threads are not waited for::
+
+        pool = _ReaderThreads(2); future = pool.submit(len, "abc"); future.result(); pool.shutdown()   # 3
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._workers = workers
+        for index in range(workers):
+            threading.Thread(target=self._work, name=f"facecluster-read-{index}", daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        """Let each thread end after its current job (jobs already cancelled are skipped)."""
+        for _ in range(self._workers):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader of the future, as the executor does
+                future.set_exception(exc)
 
 
 def encode_crop(crop: np.ndarray, config: PipelineConfig) -> bytes:
