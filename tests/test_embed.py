@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -178,8 +179,13 @@ def test_open_embedder_names_without_loading_and_loads_once_on_use(
     trained = open_embedder(model_path=tmp_path / "t.pt", config=SMALL)
     assert trained.model_id == load_embedder(model_path=tmp_path / "t.pt", config=SMALL).model_id
     assert trained.model_id == f"trained:{sha[:8]}+crop96m32" and trained.dim == 64
-    with pytest.raises(ModelError, match="not found"):
+    with pytest.raises(ModelError, match="missing.pt does not exist"):
         open_embedder(model_path=tmp_path / "missing.pt")
+    os.mkfifo(tmp_path / "fifo.pt")  # not "missing", and never opened (a read would block)
+    with pytest.raises(ModelError, match="fifo.pt is not a regular file"):
+        open_embedder(model_path=tmp_path / "fifo.pt")
+    with pytest.raises(ModelError, match="is a folder, not a file"):
+        open_embedder(model_path=tmp_path)
     with pytest.raises(ModelError, match="not both"):
         open_embedder(weights=weights_file, model_path=weights_file)
     lazy_wrong = open_embedder(model_path=weights_file)  # plain weights given as --model: found out on load

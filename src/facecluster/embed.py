@@ -239,14 +239,14 @@ class EmbedderSource:
 def embedder_source(weights: Path | None = None, model_path: Path | None = None, config: EmbedConfig = EmbedConfig(),
                     progress: ProgressFn = null_progress) -> EmbedderSource:
     """Resolve ``--weights``/``--model`` to a file (downloading published weights if need be) and name it."""
+    from facecluster.models.model_file import check_model_path
     from facecluster.weights import EMBEDDING_NAMES, resolve_weights, weights_sha256
 
     if weights is not None and model_path is not None:
         raise ModelError("give either --weights (pretrained) or --model (trained), not both")
     if model_path is not None:
         path = Path(model_path)
-        if not path.is_file():
-            raise ModelError(f"model file {path} not found: give a file written by `facecluster train`")
+        check_model_path(path)
         return EmbedderSource(path, True, f"trained:{weights_sha256(path)[:8]}")
     if weights is not None and str(weights) in EMBEDDING_NAMES and not Path(weights).exists():
         path = resolve_weights(str(weights), progress=progress)

@@ -138,7 +138,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} {_not_a_file(path)}")
+        raise WeightsError(f"weights file {path} {not_a_file_reason(path)}")
     # Only a file in our own cache is ours to throw away; a path the user gave may be anything of theirs
     # (`--weights photo.jpg`), so it gets no advice to delete it.
     ours = _in_cache(path)
@@ -157,8 +157,13 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
-def _not_a_file(path: Path) -> str:
-    # Why ``path.is_file()`` said no: missing, or something else than a file (a FIFO would block a read).
+def not_a_file_reason(path: Path) -> str:
+    """Why ``path.is_file()`` said no: missing, a folder, or something else (a FIFO would block a read).
+
+        not_a_file_reason(Path("nope.pt"))   # 'does not exist'
+    """
+    if path.is_dir():
+        return "is a folder, not a file"
     return "is not a regular file" if path.exists() else "does not exist"
 
 
@@ -286,11 +291,11 @@ def resolve_weights(name: str, path: Path | None = None, progress: ProgressFn = 
             # Something there but not a file (a FIFO, a device) is never opened: it would block or never end.
             hint = "" if Path(path).exists() or Path(path).suffix or len(Path(path).parts) > 1 else \
                 f" (weights names: {', '.join(sorted(EMBEDDING_NAMES))})"
-            raise WeightsError(f"weights file {path} {_not_a_file(Path(path))}{hint}")
+            raise WeightsError(f"weights file {path} {not_a_file_reason(Path(path))}{hint}")
         return Path(path)
     if name in EMBEDDING_NAMES and (env := os.environ.get("FACECLUSTER_WEIGHTS")):
         if not Path(env).is_file():
-            raise WeightsError(f"FACECLUSTER_WEIGHTS points at {env}, which {_not_a_file(Path(env))}")
+            raise WeightsError(f"FACECLUSTER_WEIGHTS points at {env}, which {not_a_file_reason(Path(env))}")
         return Path(env)
     if env_dir := os.environ.get("FACECLUSTER_WEIGHTS_DIR"):
         for candidate in (spec.filename, *spec.aliases):

@@ -22,7 +22,7 @@ import torch
 
 from facecluster.errors import ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.weights import torch_load, weights_sha256
+from facecluster.weights import not_a_file_reason, torch_load, weights_sha256
 
 FORMAT = "facecluster-model"
 VERSION = 1
@@ -97,14 +97,23 @@ def save_model_file(path: Path | str, model: InceptionResnetV1, *, base: str, me
     return weights_sha256(path)
 
 
+def check_model_path(path: Path) -> None:
+    """A one-line ``ModelError`` unless ``path`` is a regular file (no read: a FIFO would block it).
+
+        check_model_path(Path("nope.pt"))   # ModelError: model file nope.pt does not exist: give ...
+    """
+    if not path.is_file():
+        raise ModelError(f"model file {path} {not_a_file_reason(path)}: give the --out file written by "
+                         "`facecluster train`")
+
+
 def read_model_file(path: Path | str) -> dict[str, Any]:
     """Load and check a model file's dict (tensors on CPU); one-line ``ModelError`` when it is not one.
 
     Example: ``read_model_file("me.pt")["dim"]`` -> 128.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file {path} not found: give the --out file written by `facecluster train`")
+    check_model_path(path)
     try:
         payload = torch_load(path)
     except (ValueError, OSError) as exc:
