@@ -290,3 +290,10 @@ def test_output_never_stops_half_way_on_a_stdout_that_cannot_encode_a_name(tmp_p
     else:  # no escape exists in CSV: the characters come out as \xNN, and every row is there
         rows = list(csv.DictReader(io.StringIO(text)))
         assert len(rows) == len(text.splitlines()) - 1 and r"Zo\xeb \xd1\xfa\xf1ez" in {r["person"] for r in rows}
+
+
+def test_an_error_naming_a_path_that_is_not_utf8_or_holds_a_newline_is_one_printable_line(tmp_path: Path) -> None:
+    db = os.fsdecode(bytes(tmp_path) + b"/caf\xe9\nx.db")  # Latin-1 bytes and a newline: legal in a Linux name
+    result = CliRunner().invoke(cli, ["--db", db, "people"])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: no catalog at {tmp_path}/caf\\xe9\\nx.db: run facecluster cluster PHOTOS first\n"

@@ -89,7 +89,7 @@ class LazyGroup(ConfiguredGroup):
                 raise ctx.meta[_SETTINGS_ERROR]
             return super().invoke(ctx)
         except FaceclusterError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_one_line(str(exc))) from exc
         except KeyboardInterrupt as exc:
             stopped = "Terminated" if isinstance(exc, Terminated) else "Interrupted"
             hint = ctx.meta.get(INTERRUPT_HINT)  # set by a command whose "again" means something else (train)
@@ -104,7 +104,7 @@ class LazyGroup(ConfiguredGroup):
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
             if os.environ.get("FACECLUSTER_DEBUG"):
                 raise
-            click.echo(f"Error: {_describe(exc, getattr(ctx.obj, 'db_path', None))}", err=True)
+            click.echo(f"Error: {_one_line(_describe(exc, getattr(ctx.obj, 'db_path', None)))}", err=True)
             ctx.exit(EXIT_ERROR)
 
 
@@ -130,6 +130,14 @@ def _on_sigterm(signum: int, frame: object) -> None:
     # Further TERMs are ignored: they must not cut short the rollback and the runs-row update.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
+
+
+def _one_line(message: str) -> str:
+    """An error message as one printable line: a path in it that is not UTF-8 shows its bytes as ``\\xNN``
+    (not Python's ``\\udcNN``), a newline or terminal escape in a file name is escaped (``images.shown_path``)."""
+    from facecluster.images import shown_path
+
+    return shown_path(message)
 
 
 def _describe(exc: Exception, catalog: Path | None = None) -> str:
