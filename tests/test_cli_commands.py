@@ -282,6 +282,16 @@ def test_models_are_never_mixed(env: dict) -> None:
         assert {r[0] for r in catalog.db.execute("SELECT model_id FROM clusters")} == {"fake:trained"}
 
 
+def test_switching_model_says_whose_clusters_were_replaced(env: dict) -> None:
+    first = run(env, "cluster", str(env["root"]))
+    assert "fake:0001" in first.stderr and "were made with" not in first.stderr
+    result = run(env, "cluster", "--model", "x.pt", "--json")
+    assert json.loads(result.stdout)["cluster"]["replaced_model"] == "fake:0001"
+    assert "the clusters were made with model fake:0001: re-clustered everything with fake:trained" in result.stderr
+    assert "were made with" not in run(env, "cluster", "--model", "x.pt").stderr
+    assert "were made with" not in run(env, "cluster", "--model", "x.pt", "-q").stderr
+
+
 def test_changed_settings_recluster_everything(env: dict) -> None:
     run(env, "cluster", str(env["root"]))
     result = run(env, "cluster", "--min-cluster-size", "1", "--json")

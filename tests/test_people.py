@@ -243,6 +243,21 @@ def test_a_second_model_replaces_the_clustering_without_mixing_vectors() -> None
     assert catalog.db.execute("SELECT count(*) FROM clusters WHERE model_id = ?", [MODEL]).fetchone()[0] == 0
 
 
+def test_report_names_the_model_whose_clusters_a_switch_replaced() -> None:
+    catalog = Catalog.open(None)
+    add_faces(catalog, [[0], [0]])
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).replaced_model is None
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms(), full=True).replaced_model is None
+    ids = [int(r[0]) for r in catalog.db.execute("SELECT id FROM faces ORDER BY id")]
+    catalog.ensure_model("other", 8)
+    with catalog.transaction() as conn:
+        conn.executemany("INSERT INTO embeddings (face_id, model_id, dim, vector, created_at) VALUES (?, 'other', 8, ?, ?)",
+                         [(i, encode_vector(np.eye(8, dtype=np.float32)[0]), now()) for i in ids])
+    report = cluster_catalog(catalog, "other", CONFIG, algorithms=FakeAlgorithms())
+    assert report.mode == "full" and report.replaced_model == MODEL and report.to_dict()["replaced_model"] == MODEL
+    assert cluster_catalog(catalog, "other", CONFIG, algorithms=FakeAlgorithms()).replaced_model is None
+
+
 def test_hdbscan_on_a_tiny_library_and_a_few_new_faces() -> None:
     # 4 photos, then 4 new faces: fewer than HDBSCAN's neighbourhood (5 + 1) made every run fail.
     catalog = Catalog.open(None)

@@ -337,6 +337,53 @@ def test_a_photo_whose_file_was_edited_keeps_face_ids_names_and_corrections(libr
     assert conn.execute("SELECT count(*) FROM face_rejections").fetchone()[0] == 0
 
 
+def _squares(path: Path, identities: list[int], left: int, top: int, size: tuple[int, int] = (160, 120)) -> None:
+    """A grey photo with a 28-pixel square per identity, the first at (left, top), 36 pixels apart."""
+    from PIL import Image
+
+    from tests.fakes import BACKGROUND, PALETTE
+
+    pixels = np.full((size[1], size[0], 3), BACKGROUND, dtype=np.uint8)
+    for k, identity in enumerate(identities):
+        pixels[top : top + 28, left + 36 * k : left + 36 * k + 28] = PALETTE[identity]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def test_a_cropped_photo_keeps_face_ids_names_and_corrections(tmp_path: Path) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "photos" / "group.png"
+    _squares(photo, [0, 1, 2], left=30, top=40)
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
+    before = _face_of(catalog, photo)
+    conn = catalog.db.conn
+    conn.execute("INSERT INTO people (id, name, created_at) VALUES (1, 'Ada', 'now')")
+    conn.execute("UPDATE faces SET person_id = 1, person_source = 'user' WHERE id = ?", [before[0]])
+    conn.execute("UPDATE faces SET ignored = 1 WHERE id = ?", [before[2]])
+    conn.commit()
+    # Cropped in a photo editor: 11 pixels off the left, 7 off the top, some off the right. Same faces.
+    with Image.open(photo) as image:
+        image.crop((11, 7, 150, 120)).save(photo)
+    report = detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
+    assert report.detected == 1 and report.removed_people == []
+    assert _face_of(catalog, photo) == before
+    assert conn.execute("SELECT x1, y1 FROM faces WHERE id = ?", [before[0]]).fetchone() == (19.0, 33.0)
+    assert conn.execute("SELECT person_id, person_source FROM faces WHERE id = ?", [before[0]]).fetchone() == (1, "user")
+    assert conn.execute("SELECT ignored FROM faces WHERE id = ?", [before[2]]).fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM photos").fetchone()[0] == 1
+    # Other faces a few pixels away (another photo saved under the name) start afresh; so do the same
+    # faces moved farther than the photo's size changed (not a crop).
+    _squares(photo, [3, 4, 5], left=21, top=35, size=(139, 113))
+    detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
+    assert not set(_face_of(catalog, photo)) & set(before)
+    before = _face_of(catalog, photo)
+    _squares(photo, [3, 4, 5], left=31, top=35, size=(139, 113))
+    detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
+    assert not set(_face_of(catalog, photo)) & set(before)
+
+
 def test_a_file_that_is_damaged_for_a_while_keeps_its_faces(library: Path) -> None:
     catalog = Catalog.open(None)
     detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)

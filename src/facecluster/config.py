@@ -70,6 +70,10 @@ class PipelineConfig:
     # corrections where the new face has the same box and its crop differs by at most this mean absolute
     # pixel difference (0-255): re-encoding moves a few levels, another face at the same place tens.
     same_face_max_diff: float = 12.0
+    # A cropped photo (or one given a border) shows its faces at other coordinates: an old face is looked
+    # for where a new face of its size is, shifted by whole pixels up to this far from where the boxes say
+    # (the detector's jitter); the crops are then compared as above.
+    same_face_shift_px: int = 2
 
 
 @dataclass(frozen=True)

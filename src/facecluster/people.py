@@ -67,6 +67,7 @@ class ClusterReport:
     new_clusters: int = 0
     named_clusters: int = 0
     people: int = 0
+    replaced_model: str | None = None  # the model whose clusters this run replaced (a switch of model)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -187,11 +188,14 @@ def _cluster_catalog(catalog: Catalog, model_id: str, config: ClusterConfig, ful
         int(r[0])
         for r in catalog.db.execute("SELECT id FROM clusters WHERE model_id = ? AND ignored = 0", [model_id])
     }
-    others = catalog.db.execute(
-        "SELECT count(*) FROM clusters WHERE model_id != ? AND ignored = 0", [model_id]
-    ).fetchone()[0]
+    # The clusters shown are of one model: another model's (the one most of them are of) are replaced.
+    other = catalog.db.execute(
+        "SELECT model_id FROM clusters WHERE model_id != ? AND ignored = 0 GROUP BY model_id "
+        "ORDER BY count(*) DESC, model_id LIMIT 1", [model_id]
+    ).fetchone()
+    report.replaced_model = None if other is None else str(other[0])
     in_current = np.array([c in current for c in faces.cluster], dtype=bool).reshape(len(faces.ids))
-    if not full and (not current or others):
+    if not full and (not current or other is not None):
         full = True
     if full:
         report.mode = "full"

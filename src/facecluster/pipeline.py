@@ -353,10 +353,15 @@ def _best_overlap(box: Sequence[float], candidates: dict[int, Sequence[float]]) 
     return best
 
 
+def _crop_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute pixel difference of two crops (0-255; infinite when their shapes differ)."""
+    x, y = np.asarray(a, dtype=np.int16), np.asarray(b, dtype=np.int16)
+    return float(np.abs(x - y).mean()) if x.shape == y.shape else float("inf")
+
+
 def _crops_alike(a: np.ndarray, b: np.ndarray, max_diff: float) -> bool:
     """Whether two crops show the same pixels, give or take re-encoding (mean |difference| <= max_diff)."""
-    x, y = np.asarray(a, dtype=np.int16), np.asarray(b, dtype=np.int16)
-    return x.shape == y.shape and float(np.abs(x - y).mean()) <= max_diff
+    return _crop_diff(a, b) <= max_diff
 
 
 @dataclass(frozen=True)
@@ -389,12 +394,14 @@ class _Writer:
     """
 
     def __init__(self, catalog: Catalog, key: str, report: DetectReport, crop_format: str,
-                 same_face_max_diff: float = PipelineConfig.same_face_max_diff) -> None:
+                 same_face_max_diff: float = PipelineConfig.same_face_max_diff,
+                 same_face_shift_px: int = PipelineConfig.same_face_shift_px) -> None:
         self.conn = catalog.db.conn
         self.key = key
         self.report = report
         self.crop_format = crop_format
         self.same_face_max_diff = same_face_max_diff
+        self.same_face_shift_px = same_face_shift_px
         self.deleted_faces = False  # faces went with their photos: people and cluster sizes need a look
 
     def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
@@ -502,31 +509,80 @@ class _Writer:
         self.upsert_file(item, photo_id, None)
         ids = self._store_faces(photo_id, faces)
         if previous is not None and previous != photo_id and recrop is not None and not self._has_path(previous):
-            pairs = self._match_same_faces(previous, list(zip(ids, faces)), recrop)
+            pairs = self._match_same_faces(previous, list(zip(ids, faces)), recrop, (image.width, image.height))
             if pairs:
                 self._carry_faces(previous, photo_id, pairs)
                 kept = {new_face: old_face for old_face, new_face in pairs.items()}
                 ids = [kept.get(face_id, face_id) for face_id in ids]  # their vectors go to the old rows
         return ids
 
-    def _match_same_faces(self, old: int, new_faces: list[tuple[int, _NewFace]], recrop: RecropFn) -> dict[int, int]:
+    def _match_same_faces(self, old: int, new_faces: list[tuple[int, _NewFace]], recrop: RecropFn,
+                          size: tuple[int, int]) -> dict[int, int]:
         # An old face is still in the new picture when the new photo, cut at the old face's own box and
         # landmarks, gives the crop that was stored for it: re-saving or re-tagging changes a few levels,
         # another face at that place tens. (Comparing with the new detection's crop instead would also see
         # the detector's pixel of jitter, which moves a sharp crop by as much as another face.) Each old
-        # face then goes to the new face that overlaps it most (IoU > 0.5).
+        # face then goes to the new face that overlaps it most (IoU > 0.5). Faces left over are looked for
+        # once more, moved by a few whole pixels, as in a cropped photo (``_shifted_match``).
         pairs: dict[int, int] = {}
         rows = self.conn.execute("SELECT id, x1, y1, x2, y2, landmarks, crop FROM faces WHERE photo_id = ?",
                                  [old]).fetchall()
+        moved: list[tuple[int, tuple[float, float, float, float], list[list[float]], np.ndarray]] = []
         for face_id, x1, y1, x2, y2, landmarks, crop in rows:
             if crop is None or not landmarks:
                 continue
             taken = set(pairs.values())
-            best = _best_overlap((x1, y1, x2, y2), {i: face.box for i, face in new_faces if i not in taken})
-            if best is not None and _crops_alike(decode_crop(crop), recrop((x1, y1, x2, y2), json.loads(landmarks)),
-                                                 self.same_face_max_diff):
+            box, points, stored = (x1, y1, x2, y2), json.loads(landmarks), decode_crop(crop)
+            best = _best_overlap(box, {i: face.box for i, face in new_faces if i not in taken})
+            if best is not None and _crops_alike(stored, recrop(box, points), self.same_face_max_diff):
                 pairs[int(face_id)] = best
+            else:
+                moved.append((int(face_id), box, points, stored))
+        # The photo was cropped (or given a border): the faces left over moved by one shift, in whole pixels,
+        # by no more than the photo's width and height changed.
+        row = self.conn.execute("SELECT width, height FROM photos WHERE id = ?", [old]).fetchone()
+        if row is None or row[0] is None or row[1] is None:
+            return pairs
+        limit = (abs(size[0] - row[0]) + self.same_face_shift_px, abs(size[1] - row[1]) + self.same_face_shift_px)
+        shifts: list[tuple[int, int]] = []  # found for earlier faces of this photo: tried first
+        for face_id, box, points, stored in moved:
+            candidates = {i: face.box for i, face in new_faces if i not in set(pairs.values())}
+            found = self._shifted_match(box, points, stored, candidates, shifts, limit, recrop)
+            if found is not None:
+                pairs[face_id], shift = found
+                if shift not in shifts:
+                    shifts.append(shift)
         return pairs
+
+    def _shifted_match(self, box: tuple[float, float, float, float], points: list[list[float]], stored: np.ndarray,
+                       candidates: dict[int, Sequence[float]], shifts: list[tuple[int, int]],
+                       limit: tuple[int, int], recrop: RecropFn) -> tuple[int, tuple[int, int]] | None:
+        # (new face, shift) where the new photo, cut at the old geometry moved by shift, gives the stored crop.
+        def cut(dx: int, dy: int) -> np.ndarray:
+            return recrop((box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy), [[x + dx, y + dy] for x, y in points])
+
+        def moved_box(dx: float, dy: float) -> tuple[float, float, float, float]:
+            return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+        for dx, dy in shifts:  # the shift of a face found before: the same crop moved every face
+            best = _best_overlap(moved_box(dx, dy), candidates)
+            if best is not None and _crops_alike(stored, cut(dx, dy), self.same_face_max_diff):
+                return best, (dx, dy)
+        w, h = box[2] - box[0], box[3] - box[1]
+        reach = range(-self.same_face_shift_px, self.same_face_shift_px + 1)
+        for new_id, other in candidates.items():
+            # A crop moves a face, it does not resize it: only a new face of about its size can be it.
+            if not (0.9 <= (other[2] - other[0]) / w <= 1.1 and 0.9 <= (other[3] - other[1]) / h <= 1.1):
+                continue
+            cx = round((other[0] + other[2] - box[0] - box[2]) / 2)
+            cy = round((other[1] + other[3] - box[1] - box[3]) / 2)
+            if abs(cx) > limit[0] or abs(cy) > limit[1]:
+                continue  # farther than the photo's size changed: another face
+            diffs = {(cx + ex, cy + ey): _crop_diff(stored, cut(cx + ex, cy + ey)) for ex in reach for ey in reach}
+            shift = min(diffs, key=lambda k: diffs[k])
+            if diffs[shift] <= self.same_face_max_diff:
+                return new_id, shift
+        return None
 
     def finish(self) -> bool:
         """End of a completed run: forget photos no path holds any more; True if faces were deleted (now or
@@ -659,7 +715,8 @@ def detect_paths(
     report = DetectReport(files=len(files) + len(failures), failed=list(failures))
     key = detector_key(config, crop_config)
     conn = catalog.db.conn
-    writer = _Writer(catalog, key, report, pipeline.crop_format, pipeline.same_face_max_diff)
+    writer = _Writer(catalog, key, report, pipeline.crop_format, pipeline.same_face_max_diff,
+                     pipeline.same_face_shift_px)
     # Folders walked in full: a path under one of them that was not found is gone. (Not a folder with a
     # sub-folder that could not be listed: what is in it is unknown.)
     unlisted = [f.path for f in failures if f.error.startswith(UNLISTABLE)]

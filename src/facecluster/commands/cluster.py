@@ -27,6 +27,7 @@ def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
     table = Table(title=f"facecluster: {cluster['mode']} clustering", title_justify="left")
     table.add_column("", style="bold")
     table.add_column("count", justify="right")
+    table.add_row("model", cluster["model_id"])
     if result.get("detect"):
         d = result["detect"]
         table.add_row("photos detected now", str(d["detected"]))
@@ -153,6 +154,10 @@ def command(
             run.status = "partial" if failed or result["embed"]["failed"] else "ok"
             people = list_people(catalog)
     result["clusters"] = people
+    if not quiet and report.replaced_model is not None:
+        # A run with another --weights/--model than the last one is easy to miss: say whose clusters went.
+        click.echo(f"the clusters were made with model {report.replaced_model}: re-clustered everything with "
+                   f"{report.model_id} (names and corrections are kept)", err=True)
     if not quiet:
         _summary(result, people[:10])
     print_failures(failed)
