@@ -572,3 +572,9 @@ def test_a_command_line_model_wins_over_weights_from_the_environment_or_settings
     assert run(env, "embed", "-q", "--force", "--weights", str(weights)).exit_code == 0  # the flag over the file
     assert run(env, "embed", "-q", "--force").exit_code == 0  # the settings file alone
     assert seen == [(None, model), (weights, None), (weights, None), (None, model)]
+
+
+def test_naming_a_cluster_of_one_face_says_one_face(env: dict) -> None:
+    run(env, "cluster", str(env["root"]), "--min-cluster-size", "1", "-q")
+    single = next(c for c in people_by_kind(env) if c["faces"] == 1)
+    assert run(env, "label", str(single["id"]), "Dora").stderr == f"cluster {single['id']} is Dora (1 face)\n"

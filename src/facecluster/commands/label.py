@@ -54,7 +54,7 @@ def command(
     """
     from facecluster import people
     from facecluster.catalog import Catalog
-    from facecluster.output import emit_json
+    from facecluster.output import counted, emit_json
 
     actions = {
         "name": cluster_and_name or None, "rename": rename, "merge": merge, "move": move, "reject": reject,
@@ -77,13 +77,13 @@ def command(
             result: dict[str, Any]
             if action == "name":
                 result = people.name_cluster(catalog, cluster_id, cluster_and_name[1])
-                message = f"cluster {result['cluster']} is {result['person']} ({result['faces']} faces)"
+                message = f"cluster {result['cluster']} is {result['person']} ({counted(result['faces'], 'face')})"
             elif action == "rename":
                 result = people.rename_person(catalog, *rename)  # type: ignore[misc]
                 message = f"renamed {result['old']} to {result['new']}"
             elif action == "merge":
                 result = people.merge_people(catalog, *merge)  # type: ignore[misc]
-                message = f"merged {result['merged']} into {result['into']} ({result['faces']} faces)"
+                message = f"merged {result['merged']} into {result['into']} ({counted(result['faces'], 'face')})"
             elif action == "move":
                 result = people.move_face(catalog, move[0], move[1])  # type: ignore[index]
                 message = f"face {result['face']} is {result['person']} (cluster {result['cluster']})"
@@ -97,7 +97,7 @@ def command(
             else:
                 cluster = ignore_cluster if action == "ignore_cluster" else unignore_cluster
                 result = people.ignore_cluster(catalog, cluster, ignored=action == "ignore_cluster")  # type: ignore[arg-type]
-                message = f"cluster {cluster} {'ignored' if result['ignored'] else 'no longer ignored'} ({result['faces']} faces)"
+                message = f"cluster {cluster} {'ignored' if result['ignored'] else 'no longer ignored'} ({counted(result['faces'], 'face')})"
             if result.get("removed"):
                 message += f"; {result['removed']} has no faces left and is removed"
             run.stats = result
