@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from facecluster.errors import DataError, FaceclusterError, ImageError
 from facecluster.images import SUPPORTED_SUFFIXES, file_hash
 from facecluster.paths import cache_dir
 from facecluster.reporting import ProgressFn, null_progress
+
+if TYPE_CHECKING:
+    from facecluster.catalog import Catalog
 
 #: Reads one photo as an (H, W, 3) uint8 RGB array; raises a FaceclusterError (ImageError) when it cannot.
 ImageReader = Callable[[Path], np.ndarray]
@@ -377,7 +380,7 @@ def load_folder_dataset(root: Path, detector_factory: DetectorFactory, read_imag
     return _finish(crops, names_of, digests, cache.key, report, crop_settings()[0])
 
 
-def load_catalog_dataset(catalog: Any, *, exclude: AbstractSet[str] = frozenset()) -> FaceSet:
+def load_catalog_dataset(catalog: Catalog, *, exclude: AbstractSet[str] = frozenset()) -> FaceSet:
     """The named people of a catalog: every non-ignored face with a person and a stored crop.
 
     People whose name is in ``exclude`` (the validation pairs' identities, compared by :func:`identity_key`:
