@@ -84,6 +84,8 @@ class MTCNNDetector:
         except (RuntimeError, AssertionError) as exc:  # e.g. "cuda" on a machine without CUDA
             raise ModelError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from exc
         self.config = config
+        # tuple() keeps a list given in a DetectConfig from reaching the frozen settings; mypy types the
+        # result as tuple[float, ...], hence the ignores.
         self.settings = CascadeSettings(
             min_face_size=config.min_face_size,
             thresholds=tuple(config.thresholds),  # type: ignore[arg-type]

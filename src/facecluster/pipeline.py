@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from facecluster.catalog import Catalog, encode_vector
 from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
@@ -284,7 +284,7 @@ def decode_crop(blob: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as image:
             return np.asarray(image.convert("RGB"))
-    except Image.UnidentifiedImageError as exc:  # its message is "cannot identify image file <_io.BytesIO object at 0x…>"
+    except UnidentifiedImageError as exc:  # its message is "cannot identify image file <_io.BytesIO object at 0x…>"
         raise ImageError(f"not a JPEG or PNG image ({len(blob)} bytes)") from exc
     except (OSError, ValueError) as exc:
         lines = str(exc).strip().splitlines()
@@ -737,7 +737,7 @@ def detect_paths(
         batch.clear()
         loaded = [item for item in items if item.image is not None]
         if loaded and model is None:
-            model = detector()  # type: ignore[operator]
+            model = detector()  # type: ignore[operator]  # model is None only when detector is the factory
         if crop_fn is None:
             crop_fn = default_crop()
         if not workers:

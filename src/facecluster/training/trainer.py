@@ -501,7 +501,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         metrics_path.write_text("")
     train_step = model
     if config.compile:
-        train_step = torch.compile(model)  # type: ignore[assignment]
+        train_step = torch.compile(model)  # type: ignore[assignment]  # a callable wrapper of the same module
 
     miner_rng = torch.Generator()
     loss_fn = TripletLoss(config.margin, reduction="nonzero" if config.miner == "batch-all" else "mean")
