@@ -729,7 +729,7 @@ def detect_paths(
 
     in_flight: deque[tuple[list[_Prepared], Future[Any]]] = deque()
     pool: ThreadPoolExecutor | None = None
-    workers = 0  # decided at the first batch, once the model (and so its device) exists
+    workers = 0  # decided by the first batch that has the model (and so knows its device)
 
     def submit() -> None:
         nonlocal model, crop_fn, pool, workers
@@ -740,7 +740,7 @@ def detect_paths(
             model = detector()  # type: ignore[operator]  # model is None only when detector is the factory
         if crop_fn is None:
             crop_fn = default_crop()
-        if not workers:
+        if not workers and model is not None:  # not before: a batch with nothing to detect builds no model
             workers = compute_workers(pipeline.workers, _device_of(model, embedder))
             if workers > 1:
                 pool = ThreadPoolExecutor(workers, thread_name_prefix="facecluster-compute",
