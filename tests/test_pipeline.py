@@ -238,6 +238,29 @@ def test_compute_workers() -> None:
     assert threads_per_worker(compute_workers(0, "cpu")) == 1  # the default: single-threaded workers
 
 
+def test_workers_follow_the_detectors_device_when_the_first_batch_has_nothing_to_detect(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four unreadable files sort first, so the first batch (4 x batch_size items) decodes nothing and the
+    # detector factory is not called yet. The worker count used to be decided there all the same, from no
+    # model at all ("cpu": one worker per CPU thread) although the detector then ran on a GPU.
+    import facecluster.pipeline as pipeline
+
+    for i in range(4):
+        (library / f"0-junk-{i}.jpg").write_bytes(b"not an image")
+    devices: list[str] = []
+    real = pipeline.compute_workers
+    monkeypatch.setattr(pipeline, "compute_workers", lambda setting, device: devices.append(device) or real(setting, device))
+
+    class GpuDetector(FakeDetector):
+        device = "cuda"
+
+    catalog = Catalog.open(None)
+    report = detect_paths(catalog, [library], lambda: GpuDetector(), crop=fake_crop, pipeline=PipelineConfig(batch_size=1))
+    assert report.detected == len(LIBRARY) and len(report.failed) == 4
+    assert devices == ["cuda"]
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_crop_round_trip(fmt: str) -> None:
     crop = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)

@@ -569,7 +569,7 @@ def assign_to_known(
 
     forbidden: set[tuple[int, int]] = set()
     if rejected is not None:
-        forbidden.update(map(tuple, np.asarray(rejected, dtype=np.int64).reshape(-1, 2).tolist()))
+        forbidden.update((face, label) for face, label in np.asarray(rejected, dtype=np.int64).reshape(-1, 2).tolist())
     if groups_new is not None and groups_known is not None:
         # label -> photos it already holds; a new face from one of those photos cannot join it.
         photos_of: dict[int, set[int]] = {}

@@ -44,9 +44,10 @@ class DetectedFace:
 
         Example: ``face.scaled(loaded.scale)`` for coordinates in the full-size photo.
         """
-        box = tuple(v / factor for v in self.box)
+        x1, y1, x2, y2 = self.box
         marks = tuple((x / factor, y / factor) for x, y in self.landmarks)
-        return DetectedFace(box=box, landmarks=marks, probability=self.probability)  # type: ignore[arg-type]
+        return DetectedFace(box=(x1 / factor, y1 / factor, x2 / factor, y2 / factor), landmarks=marks,
+                            probability=self.probability)
 
 
 class Detector(Protocol):
@@ -77,10 +78,14 @@ class MTCNNDetector:
     ) -> None:
         try:
             self.device = torch.device(device)
-            self.pnet, self.rnet, self.onet = (net.to(self.device).eval() for net in (pnet, rnet, onet))
+            self.pnet = pnet.to(self.device).eval()
+            self.rnet = rnet.to(self.device).eval()
+            self.onet = onet.to(self.device).eval()
         except (RuntimeError, AssertionError) as exc:  # e.g. "cuda" on a machine without CUDA
             raise ModelError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from exc
         self.config = config
+        # tuple() keeps a list given in a DetectConfig from reaching the frozen settings; mypy types the
+        # result as tuple[float, ...], hence the ignores.
         self.settings = CascadeSettings(
             min_face_size=config.min_face_size,
             thresholds=tuple(config.thresholds),  # type: ignore[arg-type]
@@ -119,8 +124,8 @@ class MTCNNDetector:
         """
         from facecluster.weights import resolve_weights
 
-        paths = [resolve_weights(name, progress=progress) for name in ("pnet", "rnet", "onet")]
-        return cls.from_weights(*paths, config=config, device=device)
+        pnet, rnet, onet = (resolve_weights(name, progress=progress) for name in ("pnet", "rnet", "onet"))
+        return cls.from_weights(pnet, rnet, onet, config=config, device=device)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedFace]]:
         """Faces in each of ``images`` (HxWx3 uint8 RGB, any sizes), best (most probable) first.

@@ -32,7 +32,11 @@ class Embedder(Protocol):
     """Anything that embeds face crops; the catalog stores ``model_id`` with every vector."""
 
     model_id: str  # identifies weights + preprocessing: vectors of different ids are never mixed
-    dim: int
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        ...
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB crops -> (N, dim) float32, unit rows; N may be 0."""
@@ -94,7 +98,7 @@ class FaceNetEmbedder:
 
             with self._building:
                 if self._fast is None:
-                    self._fast = fuse_for_inference(self.model).to(memory_format=torch.channels_last)
+                    self._fast = fuse_for_inference(self.model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
         return self._fast if self._fast is not None else self.model
 
     def _features(self, batch: np.ndarray, mirror: bool) -> torch.Tensor:

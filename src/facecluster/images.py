@@ -11,6 +11,7 @@ a file that cannot be used raises ``ImageError`` with one line saying why::
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import threading
@@ -139,7 +140,7 @@ def _warnings_off() -> Iterator[None]:
         with _quiet_lock:
             _quiet_decodes -= 1
             if _quiet_decodes == 0:
-                warnings.filters[:] = _filters_before
+                warnings.filters[:] = _filters_before  # type: ignore[index]  # a list; typeshed says Sequence
                 _filters_before.clear()
 
 
@@ -149,7 +150,7 @@ def _open_formats() -> list[str]:
     return [name for name in _PHOTO_FORMATS if name in Image.OPEN]
 
 
-def open_regular(path: Path) -> BinaryIO:
+def open_regular(path: Path) -> io.BufferedReader:
     """Open ``path`` for binary reading, refusing anything but a regular file with a one-line ``ImageError``.
 
     A FIFO is opened without blocking (a plain ``open`` waits for a writer for ever) and refused, as are

@@ -148,6 +148,7 @@ def approximate_knn(
     kk = max(0, min(k, nb - 1 if self_query else nb))
     if kk == 0 or n == 0:
         return np.empty((n, kk), dtype=np.int64), np.empty((n, kk), dtype=np.float32)
+    index: faiss.Index
     if method == "ivf":
         nlist = max(1, min(nb // 40, int(lists_per_sqrt_n * np.sqrt(nb))))
         quantizer = faiss.IndexFlatL2(d)  # kept in a variable: the index does not own it

@@ -38,16 +38,23 @@ USER_SOURCES = ("label", "user")
 class Algorithms(Protocol):
     """Engineer E's clustering functions (``facecluster.cluster``); tests pass fakes."""
 
-    def cluster_embeddings(self, X: np.ndarray, config: ClusterConfig, **kwargs: Any) -> np.ndarray: ...
+    def cluster_embeddings(
+        self, X: np.ndarray, config: ClusterConfig, *, groups: np.ndarray | None = ...,
+        must_link: np.ndarray | None = ..., cannot_link_pairs: np.ndarray | None = ..., progress: ProgressFn = ...,
+    ) -> np.ndarray: ...
 
-    def assign_to_known(self, X_new: np.ndarray, X_known: np.ndarray, known_labels: np.ndarray, **kwargs: Any) -> np.ndarray: ...
+    def assign_to_known(
+        self, X_new: np.ndarray, X_known: np.ndarray, known_labels: np.ndarray, *, threshold: float, k: int = ...,
+        groups_new: np.ndarray | None = ..., groups_known: np.ndarray | None = ..., rejected: np.ndarray | None = ...,
+        ann_min_n: int = ..., progress: ProgressFn = ...,
+    ) -> np.ndarray: ...
 
 
 def default_algorithms() -> Algorithms:
     """The ``facecluster.cluster`` module (engineer E)."""
     from facecluster import cluster
 
-    return cluster  # type: ignore[return-value]
+    return cluster
 
 
 @dataclass
@@ -131,9 +138,9 @@ def _constraints(faces: _Faces, index: np.ndarray, rejected: set[tuple[int, int]
     pairs: list[tuple[int, int]] = []
     position = {int(faces.ids[i]): j for j, i in enumerate(index)}
     for face_id, person_id in rejected:
-        j = position.get(face_id)
-        if j is not None and person_id in rep:
-            pairs.append((j, rep[person_id]))
+        at = position.get(face_id)
+        if at is not None and person_id in rep:
+            pairs.append((at, rep[person_id]))
     # Two named people never share a cluster (bounded: one pair per two people).
     reps = list(rep.values())
     if len(reps) <= 2000:
@@ -236,9 +243,9 @@ def _cluster_full(
         )
     # Reuse old cluster ids for the new clusters that overlap them most (greedy by overlap size).
     overlap: Counter[tuple[int, int]] = Counter()
-    for label, old in zip(labels, faces.cluster):
-        if label >= 0 and old >= 0:
-            overlap[(int(label), int(old))] += 1
+    for new_label, old_label in zip(labels.tolist(), faces.cluster.tolist()):
+        if new_label >= 0 and old_label >= 0:
+            overlap[(new_label, old_label)] += 1
     reusable = {
         int(r[0]) for r in catalog.db.execute("SELECT id FROM clusters WHERE ignored = 0")
     }
@@ -345,7 +352,7 @@ def _cluster_incremental(
             )
             mapping[label] = int(cursor.lastrowid or 0)
             report.new_clusters += 1
-        for i, label in zip(rest, labels):
+        for i, label in zip(rest, labels.tolist()):
             if label >= 0:
                 assignment[i] = mapping[int(label)]
         # Eligible faces outside clusters, and faces no longer eligible, leave their old cluster.

@@ -23,14 +23,14 @@ import queue
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from facecluster.catalog import Catalog, encode_vector
 from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
@@ -324,7 +324,7 @@ def decode_crop(blob: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as image:
             return np.asarray(image.convert("RGB"))
-    except Image.UnidentifiedImageError as exc:  # its message is "cannot identify image file <_io.BytesIO object at 0x…>"
+    except UnidentifiedImageError as exc:  # its message is "cannot identify image file <_io.BytesIO object at 0x…>"
         raise ImageError(f"not a JPEG or PNG image ({len(blob)} bytes)") from exc
     except (OSError, ValueError) as exc:
         lines = str(exc).strip().splitlines()
@@ -339,7 +339,7 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _best_overlap(box: Sequence[float], candidates: dict[int, Sequence[float]]) -> int | None:
+def _best_overlap(box: Sequence[float], candidates: Mapping[int, Sequence[float]]) -> int | None:
     """The key of the candidate box that overlaps ``box`` most, if by more than half (IoU > 0.5).
 
     >>> _best_overlap((0, 0, 10, 10), {1: (50, 50, 60, 60), 2: (1, 0, 11, 10)})
@@ -680,9 +680,9 @@ class _Writer:
 
 def _scaled_face(face: FaceLike, scale: float) -> tuple[tuple[float, float, float, float], list[list[float]]]:
     inv = 1.0 / scale if scale > 0 else 1.0
-    box = tuple(round(float(v) * inv, 2) for v in face.box)
+    x1, y1, x2, y2 = (round(float(v) * inv, 2) for v in face.box)
     landmarks = [[round(float(x) * inv, 2), round(float(y) * inv, 2)] for x, y in face.landmarks]
-    return box, landmarks  # type: ignore[return-value]
+    return (x1, y1, x2, y2), landmarks
 
 
 def detect_paths(
@@ -725,7 +725,7 @@ def detect_paths(
               and not any(p == str(root) or p.startswith(str(root).rstrip(os.sep) + os.sep) for p in unlisted)]
     crop_fn = crop
     # A factory is called only when a photo needs detection.
-    model: DetectorLike | None = detector if hasattr(detector, "detect") else None  # type: ignore[assignment]
+    model: DetectorLike | None = detector if hasattr(detector, "detect") else None
 
     # Unchanged files (same path, size and mtime, detected under this key) are skipped without hashing.
     done_files = {
@@ -795,7 +795,7 @@ def detect_paths(
     def _recrop(item: _Prepared) -> RecropFn:
         def recrop(box: Sequence[float], landmarks: Sequence[Sequence[float]]) -> np.ndarray:
             scale = item.image.scale  # stored geometry is full-size; the pixels may be downscaled
-            face = _Geometry(tuple(float(v) * scale for v in box),  # type: ignore[arg-type]
+            face = _Geometry(tuple(float(v) * scale for v in box),
                              tuple((float(x) * scale, float(y) * scale) for x, y in landmarks))
             assert crop_fn is not None
             return crop_fn(item.image.pixels, face, size=crop_config.crop_size, margin=crop_config.margin,
@@ -826,7 +826,7 @@ def detect_paths(
 
     in_flight: deque[tuple[list[_Prepared], Future[Any]]] = deque()
     pool: ThreadPoolExecutor | None = None
-    workers = 0  # decided at the first batch, once the model (and so its device) exists
+    workers = 0  # decided by the first batch that has the model (and so knows its device)
 
     def submit() -> None:
         nonlocal model, crop_fn, pool, workers
@@ -834,10 +834,10 @@ def detect_paths(
         batch.clear()
         loaded = [item for item in items if item.image is not None]
         if loaded and model is None:
-            model = detector()  # type: ignore[operator]
+            model = detector()  # type: ignore[operator]  # model is None only when detector is the factory
         if crop_fn is None:
             crop_fn = default_crop()
-        if not workers:
+        if not workers and model is not None:  # not before: a batch with nothing to detect builds no model
             workers = compute_workers(pipeline.workers, _device_of(model, embedder))
             if workers > 1:
                 pool = ThreadPoolExecutor(workers, thread_name_prefix="facecluster-compute",

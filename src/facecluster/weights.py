@@ -76,7 +76,7 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def weights_sha256(path: Path) -> str:
+def weights_sha256(path: Path | str) -> str:
     """``file_sha256`` of a weights or model file, computed once per process while the file stays the same.
 
     A command checks a cached file's digest when it resolves it and names the model by the same digest

@@ -114,7 +114,7 @@ def command(
     )
     from facecluster.progress import progress_bar
 
-    overrides = {
+    overrides: dict[str, Any] = {
         "method": method, "threshold": threshold, "min_cluster_size": min_cluster_size,
         "min_probability": min_probability, "min_face_px": min_face_size,
     }

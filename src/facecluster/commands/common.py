@@ -13,11 +13,14 @@ import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from facecluster.reporting import ProgressFn
+
+if TYPE_CHECKING:
+    import numpy as np  # only for annotations: the CLI starts without numpy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,7 +96,7 @@ def db_path(ctx: click.Context) -> Path:
     return ctx.find_root().obj.db_path
 
 
-def read_image(path: Path) -> Any:
+def read_image(path: Path) -> np.ndarray:
     """Decode one photo to (H, W, 3) uint8 RGB with EXIF orientation applied, at most
     ``DetectConfig.max_side`` px (``facecluster.images``): the reader of ``evaluate lfw`` and ``train``."""
     from facecluster.config import DetectConfig

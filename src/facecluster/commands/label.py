@@ -75,6 +75,8 @@ def command(
     with Catalog.open(db_path(ctx), create=False) as catalog:
         with catalog.run("label", {"action": action, "value": actions[action]}) as run:
             result: dict[str, Any]
+            # The branch of ``action`` runs only with its option given (not None), which mypy cannot follow
+            # through ``action``: hence the ignores below.
             if action == "name":
                 result = people.name_cluster(catalog, cluster_id, cluster_and_name[1])
                 message = f"cluster {result['cluster']} is {result['person']} ({counted(result['faces'], 'face')})"

@@ -31,7 +31,8 @@ class ConvUnit(nn.Module):
                  padding: int | tuple[int, int] = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels, eps=0.001, momentum=0.1)
+        # An Identity once fuse_for_inference has folded it into the conv.
+        self.bn: nn.BatchNorm2d | nn.Identity = nn.BatchNorm2d(out_channels, eps=0.001, momentum=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
@@ -195,11 +196,9 @@ def fuse_for_inference(model: InceptionResnetV1) -> InceptionResnetV1:
         conv, bn = unit.conv, unit.bn
         assert bn.running_mean is not None and bn.running_var is not None
         scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-        folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                           padding=conv.padding, bias=True).to(conv.weight.device)
         with torch.no_grad():
-            folded.weight.copy_(conv.weight * scale[:, None, None, None])
-            folded.bias.copy_(bn.bias.detach() - bn.running_mean * scale)
-        unit.conv, unit.bn = folded, nn.Identity()
+            conv.weight.mul_(scale[:, None, None, None])  # ``fused`` is a copy: its conv is changed in place
+            conv.bias = nn.Parameter(bn.bias.detach() - bn.running_mean * scale)
+        unit.bn = nn.Identity()
     return fused
 

@@ -33,9 +33,14 @@ def _plain(value: Any, where: str) -> Any:
     # Exact builtin types: str subclasses (torch.__version__) and numpy scalars would pickle as globals.
     if value is None or isinstance(value, torch.Tensor):
         return value
-    for kind, abstract in ((bool, bool), (int, numbers.Integral), (float, numbers.Real), (str, str)):
-        if isinstance(value, (kind, abstract)):
-            return kind(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v, where) for v in value]
     if isinstance(value, dict):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class PNet(nn.Module):
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
         self.eval()
         # Channels-last lets oneDNN run these small-channel convolutions about twice as fast on CPU.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.prelu1(self.conv1(x))
@@ -89,7 +89,7 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
         self.eval()
         # Channels-last lets oneDNN run these small-channel convolutions about twice as fast on CPU.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
@@ -130,7 +130,7 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)
         self.eval()
         # Channels-last lets oneDNN run these small-channel convolutions about twice as fast on CPU.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.pool1(self.prelu1(self.conv1(x)))
@@ -435,15 +435,15 @@ class _Photos:
             # numpy here: its take is about twice as fast as torch's indexing and its small ops cost less
             # (the crops are the largest cost after the networks). int32 indices halve the index traffic;
             # four contiguous corner gathers keep the sums' arithmetic on contiguous arrays.
-            index_type = np.int32 if self.flat.shape[0] < 2**31 else np.int64
-            top, bottom = top.numpy().astype(index_type), bottom.numpy().astype(index_type)
-            left, right = left.numpy().astype(index_type), right.numpy().astype(index_type)
+            index_type: type[np.signedinteger[Any]] = np.int32 if self.flat.shape[0] < 2**31 else np.int64
+            top_i, bottom_i = top.numpy().astype(index_type), bottom.numpy().astype(index_type)
+            left_i, right_i = left.numpy().astype(index_type), right.numpy().astype(index_type)
             items, dtype = self._items, self.flat.numpy().dtype
-            total = _gather(items, bottom + right, dtype)
-            total -= _gather(items, top + right, dtype)
-            total -= _gather(items, bottom + left, dtype)
-            total += _gather(items, top + left, dtype)
-            means = total.astype(np.float32)
+            sums = _gather(items, bottom_i + right_i, dtype)
+            sums -= _gather(items, top_i + right_i, dtype)
+            sums -= _gather(items, bottom_i + left_i, dtype)
+            sums += _gather(items, top_i + left_i, dtype)
+            means = sums.astype(np.float32)
             means /= count.numpy().astype(np.float32)
             crops = torch.from_numpy(means)
         else:
@@ -503,7 +503,10 @@ def _proposals(
     regression (RNet scores the candidates again, so PNet's scores are not returned).
     """
     device = photos.device
-    all_boxes, all_scores, all_reg, all_photo = [], [], [], []
+    all_boxes: list[torch.Tensor] = []
+    all_scores: list[torch.Tensor] = []
+    all_reg: list[torch.Tensor] = []
+    all_photo: list[torch.Tensor] = []
     for (height, width), index in photos.groups.items():
         scales = pyramid_scales(height, width, settings.min_face_size, settings.factor)
         start = 0

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from facecluster.errors import DataError, FaceclusterError, ImageError
 from facecluster.images import SUPPORTED_SUFFIXES, file_hash
 from facecluster.paths import cache_dir
 from facecluster.reporting import ProgressFn, null_progress
+
+if TYPE_CHECKING:
+    from facecluster.catalog import Catalog
 
 #: Reads one photo as an (H, W, 3) uint8 RGB array; raises a FaceclusterError (ImageError) when it cannot.
 ImageReader = Callable[[Path], np.ndarray]
@@ -78,8 +82,8 @@ def _encode_png(crop: np.ndarray) -> bytes:
 
 
 def _decode(blob: bytes, size: int) -> np.ndarray:
-    with Image.open(io.BytesIO(blob)) as img:
-        img = img.convert("RGB")
+    with Image.open(io.BytesIO(blob)) as opened:
+        img = opened.convert("RGB")
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
@@ -334,7 +338,7 @@ def _held_out_error(n: int, where: str) -> DataError:
 
 
 def load_folder_dataset(root: Path, detector_factory: DetectorFactory, read_image: ImageReader, *,
-                        exclude: set[str] | frozenset[str] = frozenset(), cache_root: Path | None = None,
+                        exclude: AbstractSet[str] = frozenset(), cache_root: Path | None = None,
                         progress: ProgressFn = null_progress) -> FaceSet:
     """A folder per identity (``root/Name/*.jpg``: VGGFace2, CASIA-WebFace, LFW) -> a :class:`FaceSet`.
 
@@ -376,7 +380,7 @@ def load_folder_dataset(root: Path, detector_factory: DetectorFactory, read_imag
     return _finish(crops, names_of, digests, cache.key, report, crop_settings()[0])
 
 
-def load_catalog_dataset(catalog: Any, *, exclude: set[str] | frozenset[str] = frozenset()) -> FaceSet:
+def load_catalog_dataset(catalog: Catalog, *, exclude: AbstractSet[str] = frozenset()) -> FaceSet:
     """The named people of a catalog: every non-ignored face with a person and a stored crop.
 
     People whose name is in ``exclude`` (the validation pairs' identities, compared by :func:`identity_key`:
@@ -427,7 +431,8 @@ def load_validation_pairs(images: Path, pairs_path: Path, detector_factory: Dete
     cache = CropCache(detector_factory, read_image, root=cache_root)
     results = cache.crops(wanted, report, fallback_centre=True, progress=progress, stage="val faces")
     index: dict[Path, int] = {}
-    crops, digests = [], []
+    crops: list[np.ndarray] = []
+    digests: list[str] = []
     for path, item in zip(wanted, results):
         if item is not None and item.crop is not None:
             index[path] = len(crops)

@@ -21,7 +21,7 @@ import math
 import platform
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -144,8 +144,9 @@ def build_model(dim: int, base: BaseModel, dropout: float, device: torch.device)
     model = model.to_empty(device="cpu")
     for module in model.modules():
         if base.state_dict is None or module in (model.last_linear, model.last_bn):
-            if hasattr(module, "reset_parameters") and module is not model:
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if reset is not None and module is not model:
+                reset()
     if base.state_dict is not None:
         own = model.state_dict()
         backbone = {k: v for k, v in base.state_dict.items() if not k.startswith(HEAD_PREFIXES)}
@@ -232,8 +233,10 @@ def init_head_from_base(model: InceptionResnetV1, base: Mapping[str, torch.Tenso
     mean, var = z.mean(dim=0), z.var(dim=0, unbiased=False)
     device = model.last_linear.weight.device
     model.last_linear.weight.copy_(new_weight.to(device))
-    model.last_bn.running_mean.copy_(mean.to(device))
-    model.last_bn.running_var.copy_(var.to(device))
+    running_mean, running_var = model.last_bn.running_mean, model.last_bn.running_var
+    assert running_mean is not None and running_var is not None  # last_bn tracks running statistics
+    running_mean.copy_(mean.to(device))
+    running_var.copy_(var.to(device))
     model.last_bn.weight.copy_(torch.sqrt(var + eps).to(device))
     model.last_bn.bias.copy_((mean + shift @ v).to(device))
     return kept
@@ -405,14 +408,16 @@ def _write_args(run_dir: Path, args: Mapping[str, Any] | None, config: TrainConf
         except (OSError, ValueError):
             before = {}
         before = before if isinstance(before, dict) else {}
-        old_config = before.get("config") if isinstance(before.get("config"), dict) else {}
+        old_config = before.get("config")
+        old_config = old_config if isinstance(old_config, dict) else {}
         changed = {k: [old_config[k], v] for k, v in record["config"].items() if k in old_config and old_config[k] != v}
-        earlier = before.get("resumed") if isinstance(before.get("resumed"), list) else []
+        earlier = before.get("resumed")
+        earlier = earlier if isinstance(earlier, list) else []
         record["resumed"] = [*earlier, {"after_epoch": resumed_after, "changed": changed}]
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
-def _all_finite(tensors: list[torch.Tensor]) -> bool:
+def _all_finite(tensors: Sequence[torch.Tensor]) -> bool:
     # One flag per tensor, then a single device sync for all of them.
     return bool(torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all())
 
@@ -439,7 +444,8 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     """
     dev = check_options(config, base, device, run_dir, resume)
     # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
-    config = replace(config, lr=config.resolved_lr(base.state_dict is not None and not config.freeze_backbone))
+    lr = config.resolved_lr(base.state_dict is not None and not config.freeze_backbone)
+    config = replace(config, lr=lr)
     sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
     checkpoint_path = run_dir / "checkpoint.pt"
     metrics_path = run_dir / "metrics.jsonl"
@@ -481,7 +487,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     params = [p for name, p in model.named_parameters() if not frozen or name.startswith(HEAD_PREFIXES)]
     for name, p in model.named_parameters():
         p.requires_grad_(not frozen or name.startswith(HEAD_PREFIXES))
-    optimizer = _make_optimizer(config.optimizer, params, config.lr, config.weight_decay)
+    optimizer = _make_optimizer(config.optimizer, params, lr, config.weight_decay)
     history: list[dict[str, Any]] = []
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=not frozen)
@@ -495,7 +501,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         metrics_path.write_text("")
     train_step = model
     if config.compile:
-        train_step = torch.compile(model)  # type: ignore[assignment]
+        train_step = torch.compile(model)  # type: ignore[assignment]  # a callable wrapper of the same module
 
     miner_rng = torch.Generator()
     loss_fn = TripletLoss(config.margin, reduction="nonzero" if config.miner == "batch-all" else "mean")
