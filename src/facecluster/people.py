@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from facecluster.catalog import Catalog, is_write_conflict
+from facecluster.catalog import Catalog
+from facecluster.dblock import is_write_conflict
 from facecluster.config import ClusterConfig
 from facecluster.errors import CatalogError
 from facecluster.migrations import now

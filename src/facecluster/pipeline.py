@@ -555,7 +555,7 @@ class _Writer:
         return pairs
 
     def _shifted_match(self, box: tuple[float, float, float, float], points: list[list[float]], stored: np.ndarray,
-                       candidates: dict[int, Sequence[float]], shifts: list[tuple[int, int]],
+                       candidates: Mapping[int, Sequence[float]], shifts: list[tuple[int, int]],
                        limit: tuple[int, int], recrop: RecropFn) -> tuple[int, tuple[int, int]] | None:
         # (new face, shift) where the new photo, cut at the old geometry moved by shift, gives the stored crop.
         def cut(dx: int, dy: int) -> np.ndarray:

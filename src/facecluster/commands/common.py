@@ -84,7 +84,7 @@ def model_options(func: F) -> F:
 
 
 #: How directly a value was given: a higher rank wins where two options exclude each other.
-_SOURCE_RANK = {
+_SOURCE_RANK: dict[click.core.ParameterSource | None, int] = {
     click.core.ParameterSource.COMMANDLINE: 3,
     click.core.ParameterSource.ENVIRONMENT: 2,
     click.core.ParameterSource.DEFAULT_MAP: 1,

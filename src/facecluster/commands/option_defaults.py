@@ -58,27 +58,27 @@ def section_defaults(command: click.Command, section: Mapping[str, Any], name: s
                 raise ConfigError(f"settings file {path}: [{sub}] is not a facecluster command")
             result[key] = Section(value)
             continue
-        param = by_key.get(key.replace("_", "-"))
-        if param is None:
+        option = by_key.get(key.replace("_", "-"))
+        if option is None:
             negated = by_key.get(key.replace("_", "-").removeprefix("no-"))
             if negated is not None and negated.secondary_opts:
                 raise ConfigError(f"{where}: write '{negated.opts[-1][2:]} = false' for {negated.secondary_opts[0]}")
             raise ConfigError(f"{where} has no option '{key}' (options: {', '.join(sorted(by_key))})")
-        if param.is_flag and not param.secondary_opts:
+        if option.is_flag and not option.secondary_opts:
             # --json, --force, forget's --yes: nothing on the command line could switch it off again.
-            raise ConfigError(f"{where} {key}: {param.opts[-1]} has no off switch, so it is given on the command "
+            raise ConfigError(f"{where} {key}: {option.opts[-1]} has no off switch, so it is given on the command "
                               "line only")
         value = expand_home(value)
         check = value
-        if isinstance(value, str) and (param.multiple or param.nargs != 1):
-            check = param.type.split_envvar_value(value)  # as Click splits such a string from default_map
+        if isinstance(value, str) and (option.multiple or option.nargs != 1):
+            check = option.type.split_envvar_value(value)  # as Click splits such a string from default_map
         try:
-            param.type_cast_value(ctx, check)
+            option.type_cast_value(ctx, check)
         except click.BadParameter as exc:
             raise ConfigError(f"{where} {key}: {exc.message}") from None
         except (TypeError, ValueError):  # a TOML date, an array of tables: nothing Click can take
-            raise ConfigError(f"{where} {key}: {value!r} is not a value for {param.opts[-1]}") from None
-        result[param.name or key] = value
+            raise ConfigError(f"{where} {key}: {value!r} is not a value for {option.opts[-1]}") from None
+        result[option.name or key] = value
     return result
 
 
