@@ -327,16 +327,25 @@ def test_swapped_and_shifted_files_keep_their_faces(tmp_path: Path) -> None:
     assert catalog.db.execute("SELECT count(*) FROM photos").fetchone()[0] == 4
 
 
+def _detected_with_ada(root: Path, photo: Path) -> tuple[Catalog, list[int]]:
+    """A catalog of ``root`` detected, and the first face of ``photo`` named Ada by the user: its face ids."""
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [root], FakeDetector(), crop=fake_crop)
+    before = _face_of(catalog, photo)
+    conn = catalog.db.conn
+    conn.execute("INSERT INTO people (id, name, created_at) VALUES (1, 'Ada', 'now')")
+    conn.execute("UPDATE faces SET person_id = 1, person_source = 'user' WHERE id = ?", [before[0]])
+    conn.commit()
+    return catalog, before
+
+
 def test_a_photo_whose_file_was_edited_keeps_face_ids_names_and_corrections(library: Path) -> None:
     from PIL import Image, PngImagePlugin
 
-    catalog = Catalog.open(None)
-    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
     photo = library / "2020" / "a2.png"  # identities 0 and 1
-    before = _face_of(catalog, photo)
+    catalog, before = _detected_with_ada(library, photo)
     conn = catalog.db.conn
-    conn.execute("INSERT INTO people (id, name, created_at) VALUES (1, 'Ada', 'now'), (2, 'Bob', 'now')")
-    conn.execute("UPDATE faces SET person_id = 1, person_source = 'user' WHERE id = ?", [before[0]])
+    conn.execute("INSERT INTO people (id, name, created_at) VALUES (2, 'Bob', 'now')")
     conn.execute("INSERT INTO face_rejections (face_id, person_id, created_at) VALUES (?, 2, 'now')", [before[0]])
     conn.commit()
     # A photo manager writes a rating into the file: new bytes (new hash), the same pixels.
@@ -378,12 +387,8 @@ def test_a_cropped_photo_keeps_face_ids_names_and_corrections(tmp_path: Path) ->
 
     photo = tmp_path / "photos" / "group.png"
     _squares(photo, [0, 1, 2], left=30, top=40)
-    catalog = Catalog.open(None)
-    detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
-    before = _face_of(catalog, photo)
+    catalog, before = _detected_with_ada(tmp_path / "photos", photo)
     conn = catalog.db.conn
-    conn.execute("INSERT INTO people (id, name, created_at) VALUES (1, 'Ada', 'now')")
-    conn.execute("UPDATE faces SET person_id = 1, person_source = 'user' WHERE id = ?", [before[0]])
     conn.execute("UPDATE faces SET ignored = 1 WHERE id = ?", [before[2]])
     conn.commit()
     # Cropped in a photo editor: 11 pixels off the left, 7 off the top, some off the right. Same faces.
