@@ -20,7 +20,7 @@ import click
 
 from facecluster import __version__
 from facecluster.commands import INTERRUPT_HINT, load_command
-from facecluster.commands.option_defaults import SETTINGS_PATH, ConfiguredGroup, section_defaults
+from facecluster.commands.option_defaults import ConfiguredGroup, section_defaults
 from facecluster.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, FaceclusterError
 from facecluster.output import stdout_is_utf8
 
@@ -65,17 +65,16 @@ class LazyGroup(ConfiguredGroup):
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
-        settings_path, settings_error = None, None
+        settings_error = None
         if parent is None and "default_map" not in extra:
             try:
-                settings_path, extra["default_map"] = _settings_defaults(self)
+                extra["default_map"] = _settings_defaults(self)
             except FaceclusterError as exc:
                 settings_error = exc  # raised when a command runs: --help and --version still work
         # Ctrl-C or SIGTERM while the top-level options are parsed, before any command ran: Click would say
         # "Aborted!" and exit 1; say what happened and exit as a stopped command does (130 / 143).
         try:
             ctx = super().make_context(info_name, args, parent=parent, **extra)
-            ctx.meta[SETTINGS_PATH] = settings_path
             ctx.meta[_SETTINGS_ERROR] = settings_error
             return ctx
         except KeyboardInterrupt as exc:
@@ -108,17 +107,17 @@ class LazyGroup(ConfiguredGroup):
             ctx.exit(EXIT_ERROR)
 
 
-def _settings_defaults(group: click.Group) -> tuple[Path | None, dict[str, Any] | None]:
-    """The settings file's path and its top level as the root ``default_map`` (``None`` without a file);
-    a bad file is a ``ConfigError``."""
+def _settings_defaults(group: click.Group) -> dict[str, Any] | None:
+    """The settings file's top level as the root ``default_map`` (``None`` without a file); a bad file is a
+    ``ConfigError``."""
     from facecluster.paths import config_path
     from facecluster.settings import load_settings
 
     path = config_path()
     if path is None:
-        return None, None
+        return None
     settings = load_settings(path, required="FACECLUSTER_CONFIG" in os.environ)
-    return path, (section_defaults(group, settings, "", path) if settings else None)
+    return section_defaults(group, settings, "", path) if settings else None
 
 
 class Terminated(KeyboardInterrupt):

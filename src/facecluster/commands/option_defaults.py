@@ -24,12 +24,15 @@ import click
 from facecluster.errors import ConfigError
 from facecluster.settings import expand_home
 
-#: ``ctx.meta`` key holding the settings file's path, for messages about sections read later.
-SETTINGS_PATH = "facecluster.settings_path"
-
 
 class Section(dict[str, Any]):
-    """A table of the settings file not yet checked against its command."""
+    """A table of the settings file not yet checked against its command: its dotted ``name`` and the
+    file's ``path`` come with it, for the messages of ``section_defaults``."""
+
+    def __init__(self, table: Mapping[str, Any], name: str, path: Path) -> None:
+        super().__init__(table)
+        self.name = name
+        self.path = path
 
 
 def _table(name: str) -> str:
@@ -56,7 +59,7 @@ def section_defaults(command: click.Command, section: Mapping[str, Any], name: s
             sub = f"{name}.{key}" if name else key
             if groups is None or groups.get_command(ctx, key) is None:
                 raise ConfigError(f"settings file {path}: [{sub}] is not a facecluster command")
-            result[key] = Section(value)
+            result[key] = Section(value, sub, path)
             continue
         option = by_key.get(key.replace("_", "-"))
         if option is None:
@@ -88,19 +91,8 @@ class ConfiguredGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
         defaults = ctx.default_map
-        if command is not None and name is not None and defaults is not None and isinstance(defaults.get(name), Section):
-            path = ctx.find_root().meta.get(SETTINGS_PATH, Path("config.toml"))
-            dotted = ".".join(c.info_name or "" for c in _lineage(ctx)[1:] if c.info_name)
-            table = f"{dotted}.{name}" if dotted else name
-            defaults[name] = section_defaults(command, defaults[name], table, path)
+        if command is not None and name is not None and defaults is not None:
+            section = defaults.get(name)
+            if isinstance(section, Section):
+                defaults[name] = section_defaults(command, section, section.name, section.path)
         return name, command, rest
-
-
-def _lineage(ctx: click.Context) -> list[click.Context]:
-    """The contexts from the root group down to ``ctx``."""
-    chain = []
-    current: click.Context | None = ctx
-    while current is not None:
-        chain.append(current)
-        current = current.parent
-    return chain[::-1]
