@@ -412,6 +412,88 @@ def test_a_cropped_photo_keeps_face_ids_names_and_corrections(tmp_path: Path) ->
     assert not set(_face_of(catalog, photo)) & set(before)
 
 
+def _shaded(path: Path, seeds: list[int], size: tuple[int, int] = (200, 120)) -> None:
+    """A grey photo with a 40-pixel face per seed, 60 pixels apart, shaded in the direction the seed picks
+    (left to right, top to bottom, ..., in a colour odd seeds change), so that no face turned by a
+    quarter, nor mirrored, crops like another seed's face or like itself."""
+    from PIL import Image
+
+    from tests.fakes import BACKGROUND
+
+    pixels = np.full((size[1], size[0], 3), BACKGROUND, dtype=np.uint8)
+    ramp = np.linspace(40, 220, 40)
+    for k, seed in enumerate(seeds):
+        red = [ramp[None, :], ramp[:, None], ramp[None, ::-1], ramp[::-1, None]][seed % 4] * np.ones((40, 40))
+        face = np.stack([red, np.full((40, 40), 230.0 - 200 * (seed % 2)), 260 - red], axis=2)
+        pixels[30 : 70, 20 + 60 * k : 60 + 60 * k] = face.astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+@pytest.mark.parametrize("scale", [1.0, 0.5, 1.6])
+def test_framed_box_is_where_the_pixels_go(turns: int, scale: float) -> None:
+    from PIL import Image
+
+    from facecluster.pipeline import _framed_box, _frames
+
+    pixels = np.zeros((40, 60), dtype=np.uint8)
+    pixels[5:17, 30:38] = 255  # the box (30, 5, 38, 17) of a 60 x 40 photo
+    image = Image.fromarray(pixels).rotate(-90 * turns, expand=True)  # PIL turns counter-clockwise
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.NEAREST)
+    ys, xs = np.nonzero(np.asarray(image))
+    assert _framed_box((30, 5, 38, 17), (60, 40), turns, scale) == pytest.approx(
+        (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), abs=1)
+    expected = [] if (turns, scale) == (0, 1.0) else [(turns, scale)]
+    assert [frame for frame in _frames((60, 40), image.size) if frame[0] == turns] == expected
+
+
+@pytest.mark.parametrize("edit", ["turned", "turned back", "upside down", "exif orientation", "shrunk",
+                                  "enlarged", "turned and shrunk"])
+def test_a_rotated_or_resized_photo_keeps_face_ids_names_and_corrections(tmp_path: Path, edit: str) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "photos" / "pair.png"
+    _shaded(photo, [0, 1])
+    catalog, before = _detected_with_ada(tmp_path / "photos", photo)
+    conn = catalog.db.conn
+    conn.execute("UPDATE faces SET ignored = 1 WHERE id = ?", [before[1]])
+    conn.commit()
+    with Image.open(photo) as image:
+        image.load()
+    if edit == "exif orientation":  # a lossless rotation: the same pixels, told to be shown turned
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.save(photo, exif=exif)
+    else:
+        turns = {"turned": 1, "turned back": 3, "upside down": 2, "turned and shrunk": 1}.get(edit, 0)
+        scale = {"shrunk": 0.7, "enlarged": 1.5, "turned and shrunk": 0.8}.get(edit, 1.0)
+        image = image.rotate(-90 * turns, expand=True)
+        image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS).save(photo)
+    report = detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
+    assert report.detected == 1 and report.removed_people == []
+    assert sorted(_face_of(catalog, photo)) == sorted(before)
+    assert conn.execute("SELECT person_id, person_source FROM faces WHERE id = ?", [before[0]]).fetchone() == (1, "user")
+    assert conn.execute("SELECT ignored FROM faces WHERE id = ?", [before[1]]).fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM photos").fetchone()[0] == 1
+
+
+def test_other_faces_where_a_turned_photo_would_show_them_start_afresh(tmp_path: Path) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "photos" / "pair.png"
+    _shaded(photo, [0, 1])
+    catalog, before = _detected_with_ada(tmp_path / "photos", photo)
+    # Another photo of the turned size, with faces just where the turned ones would be, shaded the other way.
+    _shaded(photo, [2, 3])
+    with Image.open(photo) as image:
+        image.transpose(Image.Transpose.ROTATE_270).save(photo)
+    detect_paths(catalog, [tmp_path / "photos"], FakeDetector(), crop=fake_crop)
+    after = _face_of(catalog, photo)
+    assert len(after) == 2 and not set(after) & set(before)
+    assert catalog.db.conn.execute("SELECT count(*) FROM people").fetchone()[0] == 0
+
+
 def test_a_file_that_is_damaged_for_a_while_keeps_its_faces(library: Path) -> None:
     catalog = Catalog.open(None)
     detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)

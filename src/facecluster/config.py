@@ -72,7 +72,8 @@ class PipelineConfig:
     same_face_max_diff: float = 12.0
     # A cropped photo (or one given a border) shows its faces at other coordinates: an old face is looked
     # for where a new face of its size is, shifted by whole pixels up to this far from where the boxes say
-    # (the detector's jitter); the crops are then compared as above.
+    # (the detector's jitter); the crops are then compared as above. (A rotated or resized photo is turned
+    # back and cut at the scaled old box: ``pipeline._frames``; no setting.)
     same_face_shift_px: int = 2
 
 

@@ -373,8 +373,53 @@ class _Geometry:
     probability: float = 1.0
 
 
-#: recrop(box, landmarks) -> the crop of the photo being written at that full-size geometry
-RecropFn = Callable[[Sequence[float], Sequence[Sequence[float]]], np.ndarray]
+class RecropFn(Protocol):
+    """Cuts the photo being written at an old face's full-size geometry: ``recrop(box, landmarks)``.
+
+    With ``turns`` and ``scale`` (a ``_frames`` entry) the new photo is first turned back by ``turns``
+    clockwise quarter turns, and the geometry is that of the old photo, which the new one shows ``scale``
+    times as large; the crop then shows what the old one did.
+    """
+
+    def __call__(self, box: Sequence[float], landmarks: Sequence[Sequence[float]], turns: int = 0,
+                 scale: float = 1.0) -> np.ndarray: ...
+
+
+def _frames(old: tuple[int, int], new: tuple[int, int]) -> list[tuple[int, float]]:
+    """The ways a photo of size ``old`` may have become one of size ``new`` by rotating and resizing it.
+
+    Each is (clockwise quarter turns, scale), turned first; the sides must agree on the scale to within
+    the rounding of a pixel. The unchanged photo, (0, 1.0), is left out.
+
+    >>> _frames((300, 200), (100, 150))  # turned a quarter, either way, and halved
+    [(1, 0.5), (3, 0.5)]
+    >>> _frames((300, 200), (600, 401)), _frames((300, 200), (280, 190))
+    ([(0, 2.0025), (2, 2.0025)], [])
+    """
+    found: list[tuple[int, float]] = []
+    for turns in range(4):
+        w, h = old if turns % 2 == 0 else (old[1], old[0])
+        if min(w, h, *new) <= 0 or abs(new[0] / w - new[1] / h) > 1 / w + 1 / h:
+            continue
+        scale = round((new[0] / w + new[1] / h) / 2, 4)
+        if (turns, new) != (0, old):
+            found.append((turns, scale))
+    return found
+
+
+def _framed_box(box: Sequence[float], size: tuple[int, int], turns: int,
+                scale: float) -> tuple[float, float, float, float]:
+    """Where ``box`` of a photo of ``size`` lies once the photo is turned and resized as ``_frames`` says.
+
+    >>> _framed_box((10, 20, 50, 80), (300, 200), 1, 0.5)  # a quarter turn clockwise: (x, y) -> (h - y, x)
+    (60.0, 5.0, 90.0, 25.0)
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = size
+    for _ in range(turns % 4):
+        x1, y1, x2, y2 = h - y2, x1, h - y1, x2
+        w, h = h, w
+    return (x1 * scale, y1 * scale, x2 * scale, y2 * scale)
 
 
 @dataclass
@@ -552,6 +597,18 @@ class _Writer:
                 pairs[face_id], shift = found
                 if shift not in shifts:
                     shifts.append(shift)
+        # The photo was rotated (its pixels, or only its EXIF orientation) or resized: the faces left over
+        # are where the turn and the scale that make the old size the new one put them, and the new photo
+        # turned back shows them as they were.
+        for turns, scale in _frames((row[0], row[1]), size):
+            for face_id, box, points, stored in moved:
+                if face_id in pairs:
+                    continue
+                candidates = {i: face.box for i, face in new_faces if i not in set(pairs.values())}
+                best = _best_overlap(_framed_box(box, (row[0], row[1]), turns, scale), candidates)
+                if best is not None and _crops_alike(stored, recrop(box, points, turns=turns, scale=scale),
+                                                     self.same_face_max_diff):
+                    pairs[face_id] = best
         return pairs
 
     def _shifted_match(self, box: tuple[float, float, float, float], points: list[list[float]], stored: np.ndarray,
@@ -793,12 +850,20 @@ def detect_paths(
         return per_photo, vectors
 
     def _recrop(item: _Prepared) -> RecropFn:
-        def recrop(box: Sequence[float], landmarks: Sequence[Sequence[float]]) -> np.ndarray:
-            scale = item.image.scale  # stored geometry is full-size; the pixels may be downscaled
-            face = _Geometry(tuple(float(v) * scale for v in box),
+        turned: dict[int, np.ndarray] = {}
+
+        def recrop(box: Sequence[float], landmarks: Sequence[Sequence[float]], turns: int = 0,
+                   scale: float = 1.0) -> np.ndarray:
+            pixels = item.image.pixels
+            if turns % 4:
+                if turns % 4 not in turned:  # np.rot90 turns counter-clockwise: it undoes clockwise turns
+                    turned[turns % 4] = np.ascontiguousarray(np.rot90(pixels, turns % 4))
+                pixels = turned[turns % 4]
+            scale *= item.image.scale  # stored geometry is full-size; the pixels may be downscaled
+            face = _Geometry(_framed_box(box, (0, 0), 0, scale),
                              tuple((float(x) * scale, float(y) * scale) for x, y in landmarks))
             assert crop_fn is not None
-            return crop_fn(item.image.pixels, face, size=crop_config.crop_size, margin=crop_config.margin,
+            return crop_fn(pixels, face, size=crop_config.crop_size, margin=crop_config.margin,
                            align=crop_config.align)
 
         return recrop
