@@ -129,6 +129,8 @@ def test_a_named_settings_file_is_used_and_a_missing_one_is_an_error(tmp_path: P
     ("[evaluate.lfw]\nmargin = 'wide'\n", ["evaluate", "lfw"], "[evaluate.lfw] margin: 'wide' is not a valid"),
     ("[forget]\nyes = true\n", ["forget", "Ada"], "[forget] yes: --yes has no off switch"),
     ("[people]\njson = true\n", ["people"], "[people] json: --json has no off switch"),
+    ("[label]\nrename = ['Ada', 'Bob']\n", ["label", "1", "Ada"], "[label] rename: --rename is an action"),
+    ("[label]\nignore-face = 3\n", ["label", "1", "Ada"], "[label] ignore-face: --ignore-face is an action"),
     ("wieghts = 1\n", ["people"], "the top level has no option 'wieghts' (options: db)"),
 ])
 def test_a_wrong_key_or_value_stops_the_command_with_one_line(settings: Path, content: str, args: list[str],
@@ -153,3 +155,28 @@ def test_help_and_version_work_with_a_broken_settings_file(settings: Path) -> No
     settings.write_text("[cluster\n")
     assert invoke("--help").exit_code == 0 and invoke("--version").exit_code == 0
     assert "not valid TOML" in one_line_error(invoke("people"))
+
+
+def _help_of(option: str, output: str) -> str:
+    """The help text of ``option`` in a --help page, its wrapped lines joined."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(option))
+    text = [lines[start]]
+    for line in lines[start + 1:]:
+        if line.strip().startswith("-") or not line.startswith(" " * 10):
+            break
+        text.append(line)
+    return " ".join(" ".join(text).split())
+
+
+def test_help_says_what_the_settings_file_sets(settings: Path) -> None:
+    settings.write_text("db = '~/photos.db'\n[cluster]\nthreshold = 0.9\n[evaluate.lfw]\nflip = false\nmargin = 20\n")
+    assert "[default: 1.1]. [settings file: 0.9]" in _help_of("--threshold", invoke("cluster", "--help").stdout)
+    assert "[settings file:" not in _help_of("--min-cluster-size", invoke("cluster", "--help").stdout)
+    page = invoke("evaluate", "lfw", "--help").stdout  # Click shows a default_map value as the default: not here
+    assert "[settings file: --no-flip; default: --flip]" in _help_of("--flip", page)
+    assert "[settings file: 20; default: 32]" in _help_of("--margin", page)
+    assert f"[settings file: {Path.home() / 'photos.db'}]" in _help_of("--db", invoke("--help").stdout)
+    settings.unlink()
+    assert "settings file" not in invoke("cluster", "--help").stdout
+    assert "[default: 32; 0<=x<=120]" in _help_of("--margin", invoke("evaluate", "lfw", "--help").stdout)

@@ -15,6 +15,7 @@ Tables for subcommands of a group stay as ``Section`` (unchecked) until that sub
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ import click
 
 from facecluster.errors import ConfigError
 from facecluster.settings import expand_home
+
+
+class CommandLineOnly(click.Option):
+    """An option that does something rather than say how (``label --rename OLD NEW``): the settings file
+    may not give it, or every run of the command would do it again. Use as ``click.option(..., cls=...)``."""
 
 
 class Section(dict[str, Any]):
@@ -67,6 +73,9 @@ def section_defaults(command: click.Command, section: Mapping[str, Any], name: s
             if negated is not None and negated.secondary_opts:
                 raise ConfigError(f"{where}: write '{negated.opts[-1][2:]} = false' for {negated.secondary_opts[0]}")
             raise ConfigError(f"{where} has no option '{key}' (options: {', '.join(sorted(by_key))})")
+        if isinstance(option, CommandLineOnly):
+            raise ConfigError(f"{where} {key}: {option.opts[-1]} is an action, so it is given on the command line "
+                              "only")
         if option.is_flag and not option.secondary_opts:
             # --json, --force, forget's --yes: nothing on the command line could switch it off again.
             raise ConfigError(f"{where} {key}: {option.opts[-1]} has no off switch, so it is given on the command "
@@ -85,8 +94,43 @@ def section_defaults(command: click.Command, section: Mapping[str, Any], name: s
     return result
 
 
+def noted_in_help(params: list[click.Parameter], defaults: Mapping[str, Any]) -> list[click.Parameter]:
+    """``params``, each option that ``defaults`` (a checked table) sets saying so at the end of its help.
+
+    The options are copies, so only this run's ``--help`` shows ``[settings file: 0.9]``::
+
+        noted_in_help(command.params, {"threshold": 0.9})
+    """
+    noted: list[click.Parameter] = []
+    for param in params:
+        value = defaults.get(param.name or "")
+        if isinstance(param, click.Option) and value is not None and not isinstance(value, Mapping):
+            note = f"settings file: {_shown(param, value)}"
+            param = copy.copy(param)
+            if param.show_default is True and param.default is not None:
+                # Click would show the settings file's value as the default: show the built-in one here.
+                param.show_default = False
+                note += f"; default: {_shown(param, param.default)}"
+            param.help = f"{param.help or ''}  [{note}]".strip()
+        noted.append(param)
+    return noted
+
+
+def _shown(option: click.Option, value: Any) -> str:
+    # A value as it is given on the command line: --no-flip for flip = false, "1 2" for a pair.
+    if option.is_flag and option.secondary_opts:
+        return option.opts[-1] if value else option.secondary_opts[0]
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
 class ConfiguredGroup(click.Group):
-    """A group whose subcommands take their option defaults from the settings file's tables."""
+    """A group whose subcommands take their option defaults from the settings file's tables; its own
+    options and theirs say in ``--help`` which value the settings file gives them."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return noted_in_help(super().get_params(ctx), ctx.default_map or {})
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
@@ -94,5 +138,8 @@ class ConfiguredGroup(click.Group):
         if command is not None and name is not None and defaults is not None:
             section = defaults.get(name)
             if isinstance(section, Section):
-                defaults[name] = section_defaults(command, section, section.name, section.path)
+                section = defaults[name] = section_defaults(command, section, section.name, section.path)
+            if section and not isinstance(command, ConfiguredGroup):  # a group notes its own (get_params)
+                command = copy.copy(command)
+                command.params = noted_in_help(command.params, section)
         return name, command, rest
