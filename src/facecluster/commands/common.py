@@ -52,8 +52,7 @@ def model_options(func: F) -> F:
     def one_model_source(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         if kwargs.get("weights") is not None and kwargs.get("model_path") is not None:
-            weights_rank = _SOURCE_RANK.get(ctx.get_parameter_source("weights"), 0)
-            model_rank = _SOURCE_RANK.get(ctx.get_parameter_source("model_path"), 0)
+            weights_rank, model_rank = source_rank(ctx, "weights"), source_rank(ctx, "model_path")
             if weights_rank > model_rank:
                 kwargs["model_path"] = None
             elif model_rank > weights_rank:
@@ -83,12 +82,20 @@ def model_options(func: F) -> F:
     return func
 
 
-#: How directly a value was given: a higher rank wins where two options exclude each other.
 _SOURCE_RANK: dict[click.core.ParameterSource | None, int] = {
     click.core.ParameterSource.COMMANDLINE: 3,
     click.core.ParameterSource.ENVIRONMENT: 2,
     click.core.ParameterSource.DEFAULT_MAP: 1,
 }
+
+
+def source_rank(ctx: click.Context, name: str) -> int:
+    """How directly parameter ``name`` was given: 3 command line, 2 environment variable, 1 settings file,
+    0 built-in default. Where two options exclude each other, the higher rank wins (``model_options``)::
+
+        if source_rank(ctx, "weights") < source_rank(ctx, "scratch"): weights = None
+    """
+    return _SOURCE_RANK.get(ctx.get_parameter_source(name), 0)
 
 
 def db_path(ctx: click.Context) -> Path:

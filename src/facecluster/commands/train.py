@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import click
 
 from facecluster.commands import INTERRUPT_HINT
-from facecluster.commands.common import FiniteFloatRange, db_path, json_option, quiet_option
+from facecluster.commands.common import FiniteFloatRange, db_path, json_option, quiet_option, source_rank
 from facecluster.commands.common import read_image as _read_rgb  # a seam: tests replace it
 from facecluster.config import DetectConfig, TrainConfig
 from facecluster.errors import DataError
@@ -162,8 +162,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     if resume and run_dir is None:
         raise click.UsageError("--resume needs the --run-dir of the run to continue")
     if scratch and weights is not None:
-        if ctx.get_parameter_source("weights") in (click.core.ParameterSource.ENVIRONMENT,
-                                                   click.core.ParameterSource.DEFAULT_MAP):
+        if source_rank(ctx, "weights") < source_rank(ctx, "scratch"):
             weights = None  # FACECLUSTER_WEIGHTS or the settings file: a default for fine-tuning, not a contradiction
         else:
             raise click.UsageError("give either --weights (fine-tune) or --scratch (random start), not both")
