@@ -478,6 +478,48 @@ def test_a_rotated_or_resized_photo_keeps_face_ids_names_and_corrections(tmp_pat
     assert conn.execute("SELECT count(*) FROM photos").fetchone()[0] == 1
 
 
+def test_downhill_finds_the_minimum_of_a_bowl_as_brute_force_does() -> None:
+    from facecluster.pipeline import _downhill
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        cx, cy, a, b = rng.uniform(-8, 8), rng.uniform(-8, 8), rng.uniform(0.5, 3), rng.uniform(0.5, 3)
+
+        def cost(x: int, y: int) -> float:
+            return a * (x - cx) ** 2 + b * (y - cy) ** 2
+
+        grid = [(x, y) for x in range(-20, 21) for y in range(-20, 21)]
+        start = (int(rng.integers(-3, 4)), int(rng.integers(-3, 4)))
+        assert _downhill(cost, start, steps=30) == min(grid, key=lambda k: cost(*k))
+        # Out of steps it stops on the way, never somewhere costlier than the start.
+        assert cost(*_downhill(cost, start, steps=1)) <= cost(*start)
+
+
+class _Off(FakeDetector):
+    """Boxes 6 px right, 5 px up and 8 px taller than the face: MTCNN's box of a face moves by that much
+    when the photo around it is cropped (its image pyramid then samples the face elsewhere)."""
+
+    def detect(self, images):  # type: ignore[no-untyped-def]
+        from tests.fakes import FakeFace
+
+        return [[FakeFace((f.box[0] + 6, f.box[1] - 9, f.box[2] + 6, f.box[3] - 1),
+                          tuple((x + 6, y - 5) for x, y in f.landmarks), f.probability) for f in faces]
+                for faces in super().detect(images)]
+
+
+def test_a_cropped_photo_keeps_its_faces_although_the_detector_moves_several_pixels(tmp_path: Path) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "photos" / "pair.png"
+    _shaded(photo, [0, 1])
+    catalog, before = _detected_with_ada(tmp_path / "photos", photo)
+    with Image.open(photo) as image:
+        image.crop((13, 9, 190, 115)).save(photo)
+    detect_paths(catalog, [tmp_path / "photos"], _Off(), crop=fake_crop)
+    assert _face_of(catalog, photo) == before
+    assert catalog.db.conn.execute("SELECT person_id FROM faces WHERE id = ?", [before[0]]).fetchone() == (1,)
+
+
 def test_other_faces_where_a_turned_photo_would_show_them_start_afresh(tmp_path: Path) -> None:
     from PIL import Image
 

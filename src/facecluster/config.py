@@ -71,9 +71,10 @@ class PipelineConfig:
     # pixel difference (0-255): re-encoding moves a few levels, another face at the same place tens.
     same_face_max_diff: float = 12.0
     # A cropped photo (or one given a border) shows its faces at other coordinates: an old face is looked
-    # for where a new face of its size is, shifted by whole pixels up to this far from where the boxes say
-    # (the detector's jitter); the crops are then compared as above. (A rotated or resized photo is turned
-    # back and cut at the scaled old box: ``pipeline._frames``; no setting.)
+    # for where a new face of about its size is, shifted by whole pixels up to this far from where the boxes
+    # say, then downhill in pixel difference for up to a tenth of the face's size (the detector's jitter);
+    # the crops are then compared as above. (A rotated or resized photo is turned back and cut at the
+    # scaled old box: ``pipeline._frames``; no setting.)
     same_face_shift_px: int = 2
 
 
