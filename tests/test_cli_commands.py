@@ -310,6 +310,14 @@ def test_cluster_on_an_empty_catalog(env: dict, tmp_path: Path) -> None:
     assert run(env, "faces").stdout == ""
 
 
+def test_cluster_json_has_detect_whenever_paths_are_given(env: dict) -> None:
+    """`find ... | facecluster cluster - --json` from cron: the same keys whether find printed paths or not."""
+    with_paths = json.loads(run(env, "cluster", "-", "--json", input=f"{env['root']}\n").stdout)
+    without = json.loads(run(env, "cluster", "-", "--json", input="").stdout)
+    assert list(without) == list(with_paths) == ["detect", "embed", "cluster", "clusters"]
+    assert without["detect"]["files"] == 0 and without["detect"]["failed"] == []
+
+
 @pytest.mark.parametrize("workers", [1, 2])  # this thread, or a pool of workers
 def test_ctrl_c_leaves_a_consistent_catalog_and_the_next_run_resumes(env: dict, monkeypatch: pytest.MonkeyPatch,
                                                                      workers: int) -> None:
