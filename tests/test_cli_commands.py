@@ -470,6 +470,22 @@ def test_people_all_shows_a_named_ignored_cluster_to_unignore(env: dict) -> None
     ]
 
 
+def test_people_json_records_have_one_shape_with_or_without_all(env: dict) -> None:
+    """`people --json | jq 'select(.ignored | not)'` works on every record, whether --all was given or not."""
+    run(env, "cluster", str(env["root"]))
+    first, second = [r["id"] for r in people_by_kind(env) if r["kind"] == "cluster"][:2]
+    run(env, "label", str(first), "Ada")
+    run(env, "label", str(second), "Bob")
+    run(env, "label", "--ignore-cluster", str(second))
+    plain = people_by_kind(env)
+    everything = jsonl(run(env, "people", "--all", "--json").stdout)
+    keys = ["kind", "id", "name", "faces", "clusters", "ignored"]
+    assert {tuple(r) for r in plain + everything} == {tuple(keys)}
+    assert [(r["kind"], r["name"], r["ignored"]) for r in everything if r["name"]] == [
+        ("person", "Ada", False), ("person", "Bob", True), ("cluster", "Bob", True)]
+    assert all(not r["ignored"] for r in plain)
+
+
 def test_a_name_with_a_newline_or_nothing_visible_is_a_one_line_error(env: dict) -> None:
     run(env, "cluster", str(env["root"]))
     cluster = next(r for r in people_by_kind(env) if r["kind"] == "cluster")["id"]
