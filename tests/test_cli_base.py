@@ -297,3 +297,47 @@ def test_an_error_naming_a_path_that_is_not_utf8_or_holds_a_newline_is_one_print
     result = CliRunner().invoke(cli, ["--db", db, "people"])
     assert result.exit_code == 1
     assert result.stderr == f"Error: no catalog at {tmp_path}/caf\\xe9\\nx.db: run facecluster cluster PHOTOS first\n"
+
+
+def _run_with_closed(stream: int, args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run ``facecluster ARGS`` with file descriptor ``stream`` closed (``<&-``, ``>&-``, ``2>&-``): its exit
+    code, stdout and stderr (empty for the closed one)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    pipes = {0: subprocess.DEVNULL, 1: subprocess.PIPE, 2: subprocess.PIPE}
+    pipes[stream] = None  # inherited, then closed in the child before Python starts
+    done = subprocess.run([sys.executable, "-m", "facecluster", *args], stdin=pipes[0], stdout=pipes[1],
+                          stderr=pipes[2], preexec_fn=lambda: os.close(stream), env=env, cwd=cwd, timeout=120)
+    return done.returncode, (done.stdout or b"").decode(), (done.stderr or b"").decode()
+
+
+def test_a_closed_stdin_is_an_empty_path_list(tmp_path: Path) -> None:
+    """`facecluster detect - <&-` (a cron job or daemon with stdin closed): no paths, not a traceback."""
+    code, out, err = _run_with_closed(0, ["--db", str(tmp_path / "c.db"), "detect", "-", "--json"], tmp_path)
+    assert (code, err) == (0, "0 files: 0 detected (0 faces), 0 unchanged, 0 moved or renamed, 0 copies of "
+                              "known photos, 0 failed\n")
+    assert '"files": 0' in out
+
+
+def test_a_closed_stderr_only_drops_the_messages(tmp_path: Path) -> None:
+    """`facecluster detect - --json 2>&-`: the command runs; its messages have nowhere to go."""
+    code, out, _ = _run_with_closed(2, ["--db", str(tmp_path / "c.db"), "detect", "-", "--json"], tmp_path)
+    assert code == 0 and '"files": 0' in out
+
+
+def test_a_closed_stdout_fails_only_a_command_that_writes_to_it(tmp_path: Path) -> None:
+    """`>&-`: a command with nothing for stdout succeeds; one with data says in one line that it cannot write."""
+    from tests.fakes import insert_photo
+
+    db = tmp_path / "c.db"
+    Catalog.open(db).close()
+    assert _run_with_closed(1, ["--db", str(db), "people", "-q"], tmp_path) == (0, "", "")
+    with Catalog.open(db) as catalog, catalog.transaction():
+        photo = insert_photo(catalog.db, tmp_path / "a.jpg")
+        catalog.db["faces"].insert({"photo_id": photo, "x1": 0, "y1": 0, "x2": 50, "y2": 50,
+                                    "probability": 0.99, "created_at": "2026-01-01T00:00:00"})
+    code, _, err = _run_with_closed(1, ["--db", str(db), "faces"], tmp_path)
+    assert (code, err) == (1, "Error: stdout is closed: the output has nowhere to go\n")

@@ -310,6 +310,14 @@ def test_cluster_on_an_empty_catalog(env: dict, tmp_path: Path) -> None:
     assert run(env, "faces").stdout == ""
 
 
+def test_cluster_json_has_detect_whenever_paths_are_given(env: dict) -> None:
+    """`find ... | facecluster cluster - --json` from cron: the same keys whether find printed paths or not."""
+    with_paths = json.loads(run(env, "cluster", "-", "--json", input=f"{env['root']}\n").stdout)
+    without = json.loads(run(env, "cluster", "-", "--json", input="").stdout)
+    assert list(without) == list(with_paths) == ["detect", "embed", "cluster", "clusters"]
+    assert without["detect"]["files"] == 0 and without["detect"]["failed"] == []
+
+
 @pytest.mark.parametrize("workers", [1, 2])  # this thread, or a pool of workers
 def test_ctrl_c_leaves_a_consistent_catalog_and_the_next_run_resumes(env: dict, monkeypatch: pytest.MonkeyPatch,
                                                                      workers: int) -> None:
@@ -460,6 +468,22 @@ def test_people_all_shows_a_named_ignored_cluster_to_unignore(env: dict) -> None
     assert [(r["name"], r["faces"], r["clusters"]) for r in people_by_kind(env) if r["kind"] == "person"] == [
         ("Ada", 3, [cluster])
     ]
+
+
+def test_people_json_records_have_one_shape_with_or_without_all(env: dict) -> None:
+    """`people --json | jq 'select(.ignored | not)'` works on every record, whether --all was given or not."""
+    run(env, "cluster", str(env["root"]))
+    first, second = [r["id"] for r in people_by_kind(env) if r["kind"] == "cluster"][:2]
+    run(env, "label", str(first), "Ada")
+    run(env, "label", str(second), "Bob")
+    run(env, "label", "--ignore-cluster", str(second))
+    plain = people_by_kind(env)
+    everything = jsonl(run(env, "people", "--all", "--json").stdout)
+    keys = ["kind", "id", "name", "faces", "clusters", "ignored"]
+    assert {tuple(r) for r in plain + everything} == {tuple(keys)}
+    assert [(r["kind"], r["name"], r["ignored"]) for r in everything if r["name"]] == [
+        ("person", "Ada", False), ("person", "Bob", True), ("cluster", "Bob", True)]
+    assert all(not r["ignored"] for r in plain)
 
 
 def test_a_name_with_a_newline_or_nothing_visible_is_a_one_line_error(env: dict) -> None:

@@ -360,7 +360,8 @@ def test_people_all_lists_an_ignored_cluster_even_when_it_is_named() -> None:
         {"kind": "cluster", "id": b, "name": None, "faces": 2, "clusters": [b], "ignored": True},
     ]
     ignore_cluster(catalog, a, ignored=False)
-    assert list_people(catalog) == [{"kind": "person", "id": 1, "name": "Ada", "faces": 2, "clusters": [a]}]
+    assert list_people(catalog) == [{"kind": "person", "id": 1, "name": "Ada", "faces": 2, "clusters": [a],
+                                     "ignored": False}]
 
 
 def test_merge_counts_the_faces_people_shows() -> None:

@@ -8,6 +8,7 @@ and catalog-only commands start without importing torch.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import io
 import os
@@ -196,10 +197,33 @@ def cli(ctx: click.Context, db: Path | None) -> None:
     ctx.obj = AppContext(db)
 
 
+class _ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` of a command started with stdout closed (``>&-``): writing data fails as one line
+    (``Error: stdout is closed: ...``, exit 1), as ``ls >&-`` does; a command with nothing to write succeeds."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.EBADF, "stdout is closed: the output has nowhere to go")
+
+
+def _replace_closed_streams() -> None:
+    """A standard stream closed when the command started (Python sets it to ``None``): stdin reads as empty
+    (``detect -`` gets no paths, ``forget`` no answer), stderr's messages are dropped, stdout is ``_ClosedStdout``."""
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - for the life of the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()  # it only refuses writes
+
+
 def main() -> None:
     """Console-script entry point."""
     # Here, not at import: the library (and tests calling `cli` in-process) keep Python's own handling.
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _replace_closed_streams()
     if isinstance(sys.stdout, io.TextIOWrapper) and not stdout_is_utf8():
         # A stdout that cannot encode every name (a Latin-1 locale, PYTHONIOENCODING=ascii): JSON is
         # escaped (output.py); CSV and plain text get \\xNN escapes instead of stopping half-way.

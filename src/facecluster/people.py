@@ -723,9 +723,9 @@ def list_people(catalog: Catalog, *, include_ignored: bool = False) -> list[dict
     """People (with their face and cluster counts) and then unnamed clusters, largest first.
 
     ``include_ignored`` adds people whose faces are all ignored and every ignored cluster (a named one
-    carries its person's name).
+    carries its person's name). Every record has the same keys; ``ignored`` is true only for those.
 
-        [{"kind": "person", "id": 1, "name": "Ada", "faces": 12, "clusters": [3]}, {"kind": "cluster", ...}]
+        [{"kind": "person", "id": 1, "name": "Ada", "faces": 12, "clusters": [3], "ignored": False}, ...]
     """
     records: list[dict[str, Any]] = []
     for pid, name, n_faces in catalog.db.execute(
@@ -737,15 +737,14 @@ def list_people(catalog: Catalog, *, include_ignored: bool = False) -> list[dict
         clusters = [int(r[0]) for r in catalog.db.execute(
             "SELECT id FROM clusters WHERE person_id = ? AND ignored = 0 ORDER BY size DESC", [pid]
         )]
-        records.append({"kind": "person", "id": int(pid), "name": name, "faces": int(n_faces), "clusters": clusters})
+        records.append({"kind": "person", "id": int(pid), "name": name, "faces": int(n_faces), "clusters": clusters,
+                        "ignored": n_faces == 0})
     sql = "SELECT c.id, c.size, c.ignored, p.name FROM clusters c LEFT JOIN people p ON p.id = c.person_id WHERE "
     # An ignored cluster is listed on its own with --all, named or not: its id is what --unignore-cluster takes.
     sql += "(c.person_id IS NULL OR c.ignored = 1)" if include_ignored else "c.person_id IS NULL AND c.ignored = 0"
     for cid, size, ignored, name in catalog.db.execute(sql + " ORDER BY c.size DESC, c.id"):
-        record = {"kind": "cluster", "id": int(cid), "name": name, "faces": int(size), "clusters": [int(cid)]}
-        if include_ignored:
-            record["ignored"] = bool(ignored)
-        records.append(record)
+        records.append({"kind": "cluster", "id": int(cid), "name": name, "faces": int(size), "clusters": [int(cid)],
+                        "ignored": bool(ignored)})
     return records
 
 

@@ -138,7 +138,7 @@ def command(
             with progress_bar(quiet) as progress:
                 progress = recording_progress(progress, run.stats)
                 failed: list[Any] = []  # FileFailure of detect_paths
-                if files:
+                if paths:  # even when "-" read no path: `--json` has "detect" whenever PATHS are given
                     detected = detect_paths(
                         catalog, files, lambda: load_detector(DetectConfig(), device, progress),
                         config=DetectConfig(), crop_config=embed_config, embedder=embedder, force=force,
@@ -163,7 +163,7 @@ def command(
     print_failures(failed)
     print_removed_people(result.get("detect", {}).get("removed_people", []))
     print_embed_failures(result["embed"]["failed"])
-    if files:
+    if paths:
         warn_if_no_files(detected, files, quiet)
     if as_json:
         emit_json(result)

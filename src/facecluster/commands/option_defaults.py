@@ -45,6 +45,12 @@ def _table(name: str) -> str:
     return f"[{name}]" if name else "the top level"
 
 
+def _command_line_only(option: click.Option) -> bool:
+    """An action (``CommandLineOnly``) or a switch without an off form (``--json``, ``--force``, forget's
+    ``--yes``): nothing on the command line could undo it, so the settings file may not set it."""
+    return isinstance(option, CommandLineOnly) or bool(option.is_flag and not option.secondary_opts)
+
+
 def section_defaults(command: click.Command, section: Mapping[str, Any], name: str, path: Path) -> dict[str, Any]:
     """``section`` (long option names) -> ``default_map`` (parameter names) for ``command``.
 
@@ -72,12 +78,13 @@ def section_defaults(command: click.Command, section: Mapping[str, Any], name: s
             negated = by_key.get(key.replace("_", "-").removeprefix("no-"))
             if negated is not None and negated.secondary_opts:
                 raise ConfigError(f"{where}: write '{negated.opts[-1][2:]} = false' for {negated.secondary_opts[0]}")
-            raise ConfigError(f"{where} has no option '{key}' (options: {', '.join(sorted(by_key))})")
+            settable = sorted(k for k, o in by_key.items() if not _command_line_only(o))
+            offer = f"options: {', '.join(settable)}" if settable else "none of its options can be set here"
+            raise ConfigError(f"{where} has no option '{key}' ({offer})")
         if isinstance(option, CommandLineOnly):
             raise ConfigError(f"{where} {key}: {option.opts[-1]} is an action, so it is given on the command line "
                               "only")
-        if option.is_flag and not option.secondary_opts:
-            # --json, --force, forget's --yes: nothing on the command line could switch it off again.
+        if _command_line_only(option):
             raise ConfigError(f"{where} {key}: {option.opts[-1]} has no off switch, so it is given on the command "
                               "line only")
         value = expand_home(value)
