@@ -341,3 +341,12 @@ def test_a_closed_stdout_fails_only_a_command_that_writes_to_it(tmp_path: Path) 
                                     "probability": 0.99, "created_at": "2026-01-01T00:00:00"})
     code, _, err = _run_with_closed(1, ["--db", str(db), "faces"], tmp_path)
     assert (code, err) == (1, "Error: stdout is closed: the output has nowhere to go\n")
+
+
+def test_the_detect_summary_says_one_file_one_face_one_copy(capsys: pytest.CaptureFixture[str]) -> None:
+    from facecluster.commands.detect import report_files
+    from facecluster.pipeline import DetectReport
+
+    report_files(DetectReport(files=1, detected=1, faces=1, copies=1), quiet=False)
+    assert capsys.readouterr().err == ("1 file: 1 detected (1 face), 0 unchanged, 0 moved or renamed, 1 copy of "
+                                       "known photos, 0 failed\n")

@@ -402,6 +402,12 @@ def test_show_command_json_and_db_prefix(library: Library, tmp_path: Path) -> No
     assert f"facecluster --db {library.db}" in sheet
 
 
+def test_show_says_how_many_photo_files_are_missing(library: Library, tmp_path: Path) -> None:
+    library.photos["c1"].unlink()
+    result = CliRunner().invoke(cli, ["--db", str(library.db), "show", "--out", str(tmp_path / "site")])
+    assert "1 photo file is missing (moved or deleted)." in result.stderr
+
+
 def test_label_commands_quote_names() -> None:
     commands = LabelCommands()
     assert commands.name_cluster(3, "Ada Lovelace") == "facecluster label -- 3 'Ada Lovelace'"

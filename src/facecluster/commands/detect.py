@@ -11,6 +11,7 @@ import click
 
 from facecluster.commands.common import db_path, force_option, json_option, quiet_option, recording_progress
 from facecluster.errors import EXIT_PARTIAL
+from facecluster.output import counted
 
 
 def collect_paths(paths: tuple[Path, ...]) -> list[Path]:
@@ -37,8 +38,9 @@ def report_files(report: object, quiet: bool) -> None:
     assert isinstance(report, DetectReport)
     if not quiet:
         click.echo(
-            f"{report.files} files: {report.detected} detected ({report.faces} faces), "
-            f"{report.skipped} unchanged, {report.moved} moved or renamed, {report.copies} copies of known photos, "
+            f"{counted(report.files, 'file')}: {report.detected} detected ({counted(report.faces, 'face')}), "
+            f"{report.skipped} unchanged, {report.moved} moved or renamed, "
+            f"{counted(report.copies, 'copy', 'copies')} of known photos, "
             f"{len(report.failed)} failed",
             err=True,
         )

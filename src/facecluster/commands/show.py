@@ -87,6 +87,7 @@ def command(ctx: click.Context, out: Path | None, open_browser: bool, quiet: boo
             err=True,
         )
         if summary.missing_photos:
-            click.echo(f"{len(summary.missing_photos)} photo files are missing (moved or deleted).", err=True)
+            n = len(summary.missing_photos)
+            click.echo(f"{counted(n, 'photo file')} {'is' if n == 1 else 'are'} missing (moved or deleted).", err=True)
     if open_browser and not open_in_browser(summary.index):
         click.echo(f"could not open a web browser here: open {summary.index.as_uri()} in one", err=True)
