@@ -636,3 +636,26 @@ def test_cli_scratch_ignores_weights_from_the_settings_file(tmp_path: Path, fake
     result = CliRunner().invoke(cli, ["train", "--data", str(lib), "--scratch", "--out", str(tmp_path / "m"), "-q"])
     assert result.exit_code == 0, result.output
     assert [b.name for b in seen] == ["scratch"]  # type: ignore[attr-defined]
+
+
+def test_resume_after_ctrl_c_while_the_checkpoint_is_written_logs_each_epoch_once(
+        tmp_path: Path, base_state: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    real_save = trainer.save_private
+
+    def interrupted_at_epoch_2(payload: dict, path: Path) -> None:
+        if payload["epoch"] == 2:
+            raise KeyboardInterrupt  # metrics.jsonl already has epoch 2; checkpoint.pt keeps epoch 1
+        real_save(payload, path)
+
+    monkeypatch.setattr(trainer, "save_private", interrupted_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    monkeypatch.setattr(trainer, "save_private", real_save)
+    result = train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=tmp_path / "m.pt",
+                   run_dir=tmp_path / "r", resume=True)
+    lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2, 3] == [h["epoch"] for h in result.history]

@@ -494,6 +494,9 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
         history = list(ckpt.get("history", []))
+        # The checkpoint's history is what ran: metrics.jsonl may also hold the epoch whose checkpoint a
+        # Ctrl-C cut short (logged just before it), which this run trains and logs again.
+        metrics_path.write_text("".join(json.dumps(record) + "\n" for record in history))
         _write_args(run_dir, args, config, resumed_after=start_epoch - 1)
     else:
         _write_args(run_dir, args, config)
