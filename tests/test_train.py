@@ -659,3 +659,36 @@ def test_resume_after_ctrl_c_while_the_checkpoint_is_written_logs_each_epoch_onc
                    run_dir=tmp_path / "r", resume=True)
     lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [0, 1, 2, 3] == [h["epoch"] for h in result.history]
+
+
+def test_cli_out_or_run_dir_that_cannot_be_written_is_refused_before_detection(
+        tmp_path: Path, no_detection: list[str], weights_file: Path) -> None:
+    lib = _library(tmp_path / "lib", n_ids=2)
+    (tmp_path / "a-file").write_text("not a folder")  # refuses a child even to root, unlike chmod
+    base = ["train", "--data", str(lib), "--weights", str(weights_file), "-q"]
+    cases = {
+        f"cannot write --out {tmp_path / 'a-file' / 'm.pt'}": ["--out", str(tmp_path / "a-file" / "m.pt")],
+        f"cannot write --run-dir {tmp_path / 'a-file' / 'run'}": ["--out", str(tmp_path / "m.pt"),
+                                                                  "--run-dir", str(tmp_path / "a-file" / "run")],
+    }
+    for message, extra in cases.items():
+        result = CliRunner().invoke(cli, base + extra)
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert no_detection == []
+
+
+def test_a_model_file_that_cannot_be_written_says_the_run_is_kept(tmp_path: Path, base_state: dict,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+
+    def disk_full(*args: object, **kwargs: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer, "save_model_file", disk_full)
+    run = tmp_path / "r"
+    with pytest.raises(ModelError, match=rf"^cannot write {tmp_path / 'm.pt'}: No space left on device; .*"
+                                         rf"--resume --run-dir {run}"):
+        train(_faces(), _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
+              out=tmp_path / "m.pt", run_dir=run)
+    assert (run / "checkpoint.pt").exists()

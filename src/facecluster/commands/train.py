@@ -183,7 +183,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     with _live(quiet) as (progress, on_step):
         # Everything that can be refused is refused here, before detection (minutes to hours).
         base = _base_model(weights, scratch, progress)
-        check_options(config, base, device, run_dir, resume)
+        check_options(config, base, device, run_dir, resume, out)
         detector = _detector_factory(device, progress)
         val = None
         if val_pairs is not None and val_images is not None:
