@@ -692,3 +692,11 @@ def test_a_model_file_that_cannot_be_written_says_the_run_is_kept(tmp_path: Path
         train(_faces(), _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
               out=tmp_path / "m.pt", run_dir=run)
     assert (run / "checkpoint.pt").exists()
+
+
+def test_too_few_identities_after_holding_out_validation_ones_says_why(tmp_path: Path) -> None:
+    db = _named_catalog(tmp_path / "c.db", ["Ada", "Bob", "Cy"])
+    with Catalog.open(db) as catalog:
+        with pytest.raises(DataError, match=r"found 1 \(left out: 2 in the validation pairs\): add more people or "
+                                            r"photos, or validate on pairs over other people$"):
+            load_catalog_dataset(catalog, exclude={"Ada", "Bob"})
