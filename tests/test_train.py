@@ -700,3 +700,24 @@ def test_too_few_identities_after_holding_out_validation_ones_says_why(tmp_path:
         with pytest.raises(DataError, match=r"found 1 \(left out: 2 in the validation pairs\): add more people or "
                                             r"photos, or validate on pairs over other people$"):
             load_catalog_dataset(catalog, exclude={"Ada", "Bob"})
+
+
+def test_pca_head_on_fewer_crops_than_dim_fills_in_the_base_embeddings_own_directions(base_state: dict) -> None:
+    # Three crops span three directions of the 512-d embedding; the other five of an 8-d head used to be
+    # an arbitrary basis of the rest (eigh's choice for a zero eigenvalue, changing with the thread count).
+    from facecluster.training.trainer import init_head_from_base
+
+    torch.manual_seed(1)
+    feats = torch.randn(3, 1792).abs()
+    model = build_model(8, BaseModel(base_state, "b"), 0.2, torch.device("cpu")).eval()
+    init_head_from_base(model, base_state, feats)
+    bn = {k: base_state[f"last_bn.{k}"].double() for k in ("weight", "bias", "running_mean", "running_var")}
+    scale = bn["weight"] / torch.sqrt(bn["running_var"] + model.last_bn.eps)
+    a = base_state["last_linear.weight"].double() * scale[:, None]  # the base head: f = a x + shift
+    v = (model.last_linear.weight.detach().double() @ torch.linalg.pinv(a)).T  # last_linear = V^T a
+    x = torch.nn.functional.normalize(feats.double() @ a.T + (bn["bias"] - scale * bn["running_mean"]), dim=1)
+    data_dirs = torch.linalg.svd(x, full_matrices=False)[2].T  # (512, 3): the crops' span
+    rest = torch.eye(512, dtype=torch.float64) - data_dirs @ data_dirs.T
+    base_dirs = torch.linalg.eigh(rest @ a @ a.T @ rest)[1][:, -5:]  # where the base embedding varies most
+    want = data_dirs @ data_dirs.T + base_dirs @ base_dirs.T
+    assert torch.allclose(v @ v.T, want, atol=1e-3)

@@ -251,10 +251,15 @@ def init_head_from_base(model: InceptionResnetV1, base: Mapping[str, torch.Tenso
     if dim > weight.shape[0]:
         raise ModelError(f"--dim {dim} is larger than the base embedding ({weight.shape[0]}): use --head-init random")
     # Eigenvectors of X^T X (not an SVD of X): all 512 directions exist even with fewer crops than dims.
-    energy, vectors = torch.linalg.eigh(x.double().T @ x.double())
+    # Beyond the crops' span X^T X is 0, where eigh returns an arbitrary basis (it changes with the thread
+    # count): a tiny multiple of the base head's own covariance (``a a^T``, features taken as isotropic)
+    # fills those dims with the directions the base embedding varies most along, leaving the others be.
+    gram, a = x.double().T @ x.double(), (weight * scale[:, None]).double()
+    prior = a @ a.T
+    energy, vectors = torch.linalg.eigh(gram + 1e-6 * torch.trace(gram) / torch.trace(prior) * prior)
     order = torch.argsort(energy, descending=True)[:dim]
     v = vectors[:, order].float()  # (512, dim)
-    kept = float(energy[order].clamp_min(0).sum() / energy.clamp_min(0).sum())
+    kept = float((x.double() @ vectors[:, order]).pow(2).sum() / x.double().pow(2).sum())
     new_weight = v.T @ (weight * scale[:, None])  # (dim, 1792)
     z = feats @ new_weight.T
     mean, var = z.mean(dim=0), z.var(dim=0, unbiased=False)
