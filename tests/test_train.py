@@ -721,3 +721,29 @@ def test_pca_head_on_fewer_crops_than_dim_fills_in_the_base_embeddings_own_direc
     base_dirs = torch.linalg.eigh(rest @ a @ a.T @ rest)[1][:, -5:]  # where the base embedding varies most
     want = data_dirs @ data_dirs.T + base_dirs @ base_dirs.T
     assert torch.allclose(v @ v.T, want, atol=1e-3)
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_default_run_folder(
+        tmp_path: Path, fake_pipeline: None, weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two `facecluster train` started together (a sweep over --dim) shared train-<time>/: interleaved
+    # metrics.jsonl, one args.json, and a checkpoint that --resume would continue under the other's options.
+    import datetime as real
+
+    import facecluster.commands.train as train_command
+    from facecluster.training import trainer
+
+    class Frozen(real.datetime):
+        @classmethod
+        def now(cls, tz: real.tzinfo | None = None) -> Frozen:
+            return cls(2026, 11, 22, 14, 32, 13, tzinfo=tz)
+
+    monkeypatch.setattr(train_command, "datetime", Frozen)
+    seen: list[Path] = []
+    monkeypatch.setattr(trainer, "train", lambda *a, run_dir, **k: seen.append(run_dir) or _DONE)
+    lib = _library(tmp_path / "lib")
+    for pid in (4101, 4102):  # two processes
+        monkeypatch.setattr(train_command.os, "getpid", lambda pid=pid: pid)
+        result = CliRunner().invoke(cli, ["train", "--data", str(lib), "--weights", str(weights_file),
+                                          "--out", str(tmp_path / f"m{pid}.pt"), "-q"])
+        assert result.exit_code == 0, result.output
+    assert len(set(seen)) == 2 and seen[0].name.startswith("train-20261122-143213"), seen
