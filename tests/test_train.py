@@ -636,3 +636,114 @@ def test_cli_scratch_ignores_weights_from_the_settings_file(tmp_path: Path, fake
     result = CliRunner().invoke(cli, ["train", "--data", str(lib), "--scratch", "--out", str(tmp_path / "m"), "-q"])
     assert result.exit_code == 0, result.output
     assert [b.name for b in seen] == ["scratch"]  # type: ignore[attr-defined]
+
+
+def test_resume_after_ctrl_c_while_the_checkpoint_is_written_logs_each_epoch_once(
+        tmp_path: Path, base_state: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    real_save = trainer.save_private
+
+    def interrupted_at_epoch_2(payload: dict, path: Path) -> None:
+        if payload["epoch"] == 2:
+            raise KeyboardInterrupt  # metrics.jsonl already has epoch 2; checkpoint.pt keeps epoch 1
+        real_save(payload, path)
+
+    monkeypatch.setattr(trainer, "save_private", interrupted_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=tmp_path / "m.pt", run_dir=tmp_path / "r")
+    monkeypatch.setattr(trainer, "save_private", real_save)
+    result = train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=tmp_path / "m.pt",
+                   run_dir=tmp_path / "r", resume=True)
+    lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [0, 1, 2, 3] == [h["epoch"] for h in result.history]
+
+
+def test_cli_out_or_run_dir_that_cannot_be_written_is_refused_before_detection(
+        tmp_path: Path, no_detection: list[str], weights_file: Path) -> None:
+    lib = _library(tmp_path / "lib", n_ids=2)
+    (tmp_path / "a-file").write_text("not a folder")  # refuses a child even to root, unlike chmod
+    base = ["train", "--data", str(lib), "--weights", str(weights_file), "-q"]
+    cases = {
+        f"cannot write --out {tmp_path / 'a-file' / 'm.pt'}": ["--out", str(tmp_path / "a-file" / "m.pt")],
+        f"cannot write --run-dir {tmp_path / 'a-file' / 'run'}": ["--out", str(tmp_path / "m.pt"),
+                                                                  "--run-dir", str(tmp_path / "a-file" / "run")],
+    }
+    for message, extra in cases.items():
+        result = CliRunner().invoke(cli, base + extra)
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert no_detection == []
+
+
+def test_a_model_file_that_cannot_be_written_says_the_run_is_kept(tmp_path: Path, base_state: dict,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.training import trainer
+
+    def disk_full(*args: object, **kwargs: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer, "save_model_file", disk_full)
+    run = tmp_path / "r"
+    with pytest.raises(ModelError, match=rf"^cannot write {tmp_path / 'm.pt'}: No space left on device; .*"
+                                         rf"--resume --run-dir {run}"):
+        train(_faces(), _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
+              out=tmp_path / "m.pt", run_dir=run)
+    assert (run / "checkpoint.pt").exists()
+
+
+def test_too_few_identities_after_holding_out_validation_ones_says_why(tmp_path: Path) -> None:
+    db = _named_catalog(tmp_path / "c.db", ["Ada", "Bob", "Cy"])
+    with Catalog.open(db) as catalog:
+        with pytest.raises(DataError, match=r"found 1 \(left out: 2 in the validation pairs\): add more people or "
+                                            r"photos, or validate on pairs over other people$"):
+            load_catalog_dataset(catalog, exclude={"Ada", "Bob"})
+
+
+def test_pca_head_on_fewer_crops_than_dim_fills_in_the_base_embeddings_own_directions(base_state: dict) -> None:
+    # Three crops span three directions of the 512-d embedding; the other five of an 8-d head used to be
+    # an arbitrary basis of the rest (eigh's choice for a zero eigenvalue, changing with the thread count).
+    from facecluster.training.trainer import init_head_from_base
+
+    torch.manual_seed(1)
+    feats = torch.randn(3, 1792).abs()
+    model = build_model(8, BaseModel(base_state, "b"), 0.2, torch.device("cpu")).eval()
+    init_head_from_base(model, base_state, feats)
+    bn = {k: base_state[f"last_bn.{k}"].double() for k in ("weight", "bias", "running_mean", "running_var")}
+    scale = bn["weight"] / torch.sqrt(bn["running_var"] + model.last_bn.eps)
+    a = base_state["last_linear.weight"].double() * scale[:, None]  # the base head: f = a x + shift
+    v = (model.last_linear.weight.detach().double() @ torch.linalg.pinv(a)).T  # last_linear = V^T a
+    x = torch.nn.functional.normalize(feats.double() @ a.T + (bn["bias"] - scale * bn["running_mean"]), dim=1)
+    data_dirs = torch.linalg.svd(x, full_matrices=False)[2].T  # (512, 3): the crops' span
+    rest = torch.eye(512, dtype=torch.float64) - data_dirs @ data_dirs.T
+    base_dirs = torch.linalg.eigh(rest @ a @ a.T @ rest)[1][:, -5:]  # where the base embedding varies most
+    want = data_dirs @ data_dirs.T + base_dirs @ base_dirs.T
+    assert torch.allclose(v @ v.T, want, atol=1e-3)
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_default_run_folder(
+        tmp_path: Path, fake_pipeline: None, weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two `facecluster train` started together (a sweep over --dim) shared train-<time>/: interleaved
+    # metrics.jsonl, one args.json, and a checkpoint that --resume would continue under the other's options.
+    import datetime as real
+
+    import facecluster.commands.train as train_command
+    from facecluster.training import trainer
+
+    class Frozen(real.datetime):
+        @classmethod
+        def now(cls, tz: real.tzinfo | None = None) -> Frozen:
+            return cls(2026, 11, 22, 14, 32, 13, tzinfo=tz)
+
+    monkeypatch.setattr(train_command, "datetime", Frozen)
+    seen: list[Path] = []
+    monkeypatch.setattr(trainer, "train", lambda *a, run_dir, **k: seen.append(run_dir) or _DONE)
+    lib = _library(tmp_path / "lib")
+    for pid in (4101, 4102):  # two processes
+        monkeypatch.setattr(train_command.os, "getpid", lambda pid=pid: pid)
+        result = CliRunner().invoke(cli, ["train", "--data", str(lib), "--weights", str(weights_file),
+                                          "--out", str(tmp_path / f"m{pid}.pt"), "-q"])
+        assert result.exit_code == 0, result.output
+    assert len(set(seen)) == 2 and seen[0].name.startswith("train-20261122-143213"), seen

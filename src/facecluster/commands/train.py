@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import replace
@@ -176,13 +177,15 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
         miner=miner, freeze_backbone=freeze_backbone, flip=flip, head_init="random" if scratch else head_init, amp=amp,
         compile=compile_,
     )
-    run_dir = run_dir or user_data_dir() / "runs" / datetime.now(timezone.utc).strftime("train-%Y%m%d-%H%M%S")
+    # The process id keeps two runs started in the same second (a sweep) out of each other's folder.
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir or user_data_dir() / "runs" / f"train-{stamp}-{os.getpid()}"
     args = {k: v for k, v in ctx.params.items()}
     ctx.meta[INTERRUPT_HINT] = lambda: _interrupt_hint(run_dir)
     with _live(quiet) as (progress, on_step):
         # Everything that can be refused is refused here, before detection (minutes to hours).
         base = _base_model(weights, scratch, progress)
-        check_options(config, base, device, run_dir, resume)
+        check_options(config, base, device, run_dir, resume, out)
         detector = _detector_factory(device, progress)
         val = None
         if val_pairs is not None and val_images is not None:

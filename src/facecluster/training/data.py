@@ -309,9 +309,13 @@ def _finish(crops: list[np.ndarray], names_of: list[str], digests: list[str], ke
     keep = [i for i, n in enumerate(names_of) if counts[n] >= 2]
     names = sorted({names_of[i] for i in keep})
     if len(names) < 2:
-        raise DataError(
-            f"need at least 2 identities with 2 or more faces each, found {len(names)}: add more people or photos"
-        )
+        # Say what was left out: "found 0" alone hides that the --val-pairs took the other identities.
+        parts = [f"{len(report.left_out_identities)} with fewer than 2 faces"] if report.left_out_identities else []
+        parts += [f"{report.excluded_identities} in the validation pairs"] if report.excluded_identities else []
+        why = f" (left out: {', '.join(parts)})" if parts else ""
+        hint = ", or validate on pairs over other people" if report.excluded_identities else ""
+        raise DataError(f"need at least 2 identities with 2 or more faces each, found {len(names)}{why}: "
+                        f"add more people or photos{hint}")
     index = {n: k for k, n in enumerate(names)}
     report.identities, report.faces = len(names), len(keep)
     return FaceSet(

@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import random
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -80,7 +82,8 @@ class TrainResult:
     baseline: dict[str, Any] | None = None  # the pretrained base model on the same validation pairs
 
 
-def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool) -> torch.device:
+def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool,
+                  out: Path | None = None) -> torch.device:
     """Refuse what ``train`` cannot do whatever the photos are; the device to train on.
 
     Cheap, so the CLI calls it before detecting any photo (minutes to hours), and ``train`` calls it
@@ -100,7 +103,31 @@ def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Pa
     if config.freeze_backbone and base.state_dict is None:
         raise ModelError("--freeze-backbone needs pretrained --weights: a random backbone would never learn")
     check_run_dir(run_dir, resume)
+    check_writable(run_dir, f"--run-dir {run_dir}")
+    if out is not None:
+        check_writable(out.parent, f"--out {out}")
     return dev
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """A one-line ``ModelError`` unless files can be created in ``folder`` (or where it would be made).
+
+    Creates nothing that stays: a probe file in the nearest folder that exists, removed at once. So a
+    model or run folder that cannot be written is refused before detection, not after hours of training::
+
+        check_writable(Path("/proc/models"), "--out /proc/models/m.pt")   # ModelError: cannot write ...
+    """
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ModelError(f"cannot write {what}: {probe} is not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".facecluster-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise ModelError(f"cannot write {what}: {exc.strerror or exc} in {probe}") from exc
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -224,10 +251,15 @@ def init_head_from_base(model: InceptionResnetV1, base: Mapping[str, torch.Tenso
     if dim > weight.shape[0]:
         raise ModelError(f"--dim {dim} is larger than the base embedding ({weight.shape[0]}): use --head-init random")
     # Eigenvectors of X^T X (not an SVD of X): all 512 directions exist even with fewer crops than dims.
-    energy, vectors = torch.linalg.eigh(x.double().T @ x.double())
+    # Beyond the crops' span X^T X is 0, where eigh returns an arbitrary basis (it changes with the thread
+    # count): a tiny multiple of the base head's own covariance (``a a^T``, features taken as isotropic)
+    # fills those dims with the directions the base embedding varies most along, leaving the others be.
+    gram, a = x.double().T @ x.double(), (weight * scale[:, None]).double()
+    prior = a @ a.T
+    energy, vectors = torch.linalg.eigh(gram + 1e-6 * torch.trace(gram) / torch.trace(prior) * prior)
     order = torch.argsort(energy, descending=True)[:dim]
     v = vectors[:, order].float()  # (512, dim)
-    kept = float(energy[order].clamp_min(0).sum() / energy.clamp_min(0).sum())
+    kept = float((x.double() @ vectors[:, order]).pow(2).sum() / x.double().pow(2).sum())
     new_weight = v.T @ (weight * scale[:, None])  # (dim, 1792)
     z = feats @ new_weight.T
     mean, var = z.mean(dim=0), z.var(dim=0, unbiased=False)
@@ -442,7 +474,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         result = train(data, TrainConfig(epochs=3), base=BaseModel(state, "casia"), out=Path("m.pt"),
                        run_dir=Path("runs/m"))
     """
-    dev = check_options(config, base, device, run_dir, resume)
+    dev = check_options(config, base, device, run_dir, resume, out)
     # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
     lr = config.resolved_lr(base.state_dict is not None and not config.freeze_backbone)
     config = replace(config, lr=lr)
@@ -494,6 +526,9 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
         history = list(ckpt.get("history", []))
+        # The checkpoint's history is what ran: metrics.jsonl may also hold the epoch whose checkpoint a
+        # Ctrl-C cut short (logged just before it), which this run trains and logs again.
+        metrics_path.write_text("".join(json.dumps(record) + "\n" for record in history))
         _write_args(run_dir, args, config, resumed_after=start_epoch - 1)
     else:
         _write_args(run_dir, args, config)
@@ -615,7 +650,11 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         "versions": _versions(), "crop": data.crop_key,
     }
     model.eval()
-    sha = save_model_file(out, model, base=base.name, meta=meta)
+    try:
+        sha = save_model_file(out, model, base=base.name, meta=meta)
+    except OSError as exc:  # a full disk, or the folder changed since check_options
+        raise ModelError(f"cannot write {out}: {exc.strerror or exc}; the trained run is kept: write the model with "
+                         f"the same command plus --resume --run-dir {run_dir} (--out may change)") from exc
     return TrainResult(
         out=str(out), sha256=sha, run_dir=str(run_dir), epochs=config.epochs, steps=step_count, dim=config.dim,
         base=base.name, miner=config.miner, identities=len(sampler.members), faces=sampler.n_faces,
