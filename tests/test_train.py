@@ -692,6 +692,12 @@ def test_a_model_file_that_cannot_be_written_says_the_run_is_kept(tmp_path: Path
         train(_faces(), _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
               out=tmp_path / "m.pt", run_dir=run)
     assert (run / "checkpoint.pt").exists()
+    trained = (run / "metrics.jsonl").read_text()
+    monkeypatch.undo()  # room again: the same call plus resume writes the model, training nothing more
+    result = train(_faces(), _config(freeze_backbone=True, epochs=1), base=BaseModel(base_state, "b"),
+                   out=tmp_path / "m.pt", run_dir=run, resume=True)
+    assert (tmp_path / "m.pt").exists() and result.out == str(tmp_path / "m.pt")
+    assert (run / "metrics.jsonl").read_text() == trained
 
 
 def test_too_few_identities_after_holding_out_validation_ones_says_why(tmp_path: Path) -> None:
