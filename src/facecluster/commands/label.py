@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import click
@@ -9,17 +10,20 @@ import click
 from facecluster.commands.common import CATALOG_ID, db_path, json_option, quiet_option
 from facecluster.commands.option_defaults import CommandLineOnly
 
+#: An option that does something (``--rename OLD NEW``), so never taken from the settings file.
+action = functools.partial(click.option, cls=CommandLineOnly)
+
 
 @click.command()
 @click.argument("cluster_and_name", nargs=-1, metavar="[CLUSTER NAME]")
-@click.option("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.", cls=CommandLineOnly)
-@click.option("--merge", nargs=2, metavar="A B", help="Merge person A into person B (A's faces become B's).", cls=CommandLineOnly)
-@click.option("--move", nargs=2, type=(CATALOG_ID, str), metavar="FACE NAME", help="Move one face to a person (created if new).", cls=CommandLineOnly)
-@click.option("--reject", "reject", type=CATALOG_ID, metavar="FACE", help="Not this person: take the face out of its person for good.", cls=CommandLineOnly)
-@click.option("--ignore-face", type=CATALOG_ID, metavar="FACE", help="Mark a face ignored / not a face.", cls=CommandLineOnly)
-@click.option("--ignore-cluster", type=CATALOG_ID, metavar="CLUSTER", help="Mark a whole cluster ignored / not faces.", cls=CommandLineOnly)
-@click.option("--unignore-face", type=CATALOG_ID, metavar="FACE", help="Undo --ignore-face.", cls=CommandLineOnly)
-@click.option("--unignore-cluster", type=CATALOG_ID, metavar="CLUSTER", help="Undo --ignore-cluster.", cls=CommandLineOnly)
+@action("--rename", nargs=2, metavar="OLD NEW", help="Rename a person.")
+@action("--merge", nargs=2, metavar="A B", help="Merge person A into person B (A's faces become B's).")
+@action("--move", nargs=2, type=(CATALOG_ID, str), metavar="FACE NAME", help="Move one face to a person (created if new).")
+@action("--reject", "reject", type=CATALOG_ID, metavar="FACE", help="Not this person: take the face out of its person for good.")
+@action("--ignore-face", type=CATALOG_ID, metavar="FACE", help="Mark a face ignored / not a face.")
+@action("--ignore-cluster", type=CATALOG_ID, metavar="CLUSTER", help="Mark a whole cluster ignored / not faces.")
+@action("--unignore-face", type=CATALOG_ID, metavar="FACE", help="Undo --ignore-face.")
+@action("--unignore-cluster", type=CATALOG_ID, metavar="CLUSTER", help="Undo --ignore-cluster.")
 @quiet_option
 @json_option
 @click.pass_context
