@@ -133,6 +133,94 @@ def test_a_read_only_catalog_or_folder_is_named_as_such(tmp_path: Path, enforced
         folder.chmod(0o755)
 
 
+def test_a_read_only_catalog_is_read_by_commands_that_only_read(tmp_path: Path, enforced_permissions: None) -> None:
+    folder = tmp_path / "backup"
+    with Catalog.open(folder / "c.db") as catalog:
+        catalog.db.execute("INSERT INTO people (name, created_at) VALUES ('Ada', '2026-01-01')")
+        catalog.db.conn.commit()
+    (folder / "c.db").chmod(0o444)
+    folder.chmod(0o555)  # nothing can be created next to it either: no c.db-shm
+    try:
+        with pytest.raises(CatalogError, match="is read-only: facecluster writes to it"):
+            Catalog.open(folder / "c.db", create=False)
+        with Catalog.open(folder / "c.db", create=False, only_reads=True) as catalog:
+            assert catalog.read_only
+            assert catalog.db.execute("SELECT name FROM people").fetchall() == [("Ada",)]
+        assert sorted(p.name for p in folder.iterdir()) == ["c.db"]
+    finally:
+        folder.chmod(0o755)
+
+
+def _refused_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A catalog whose writable open fails as a read-only file's does (chmod cannot stop root)."""
+    path = tmp_path / "c.db"
+    Catalog.open(path).close()
+
+    def refused(cls: type[Catalog], path: object, *, create: bool) -> Catalog:
+        raise CatalogError("the catalog is read-only", write_refused=True)
+
+    monkeypatch.setattr(Catalog, "_open", classmethod(refused))
+    return path
+
+
+def test_a_read_only_open_never_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    path = _refused_catalog(tmp_path, monkeypatch)
+    before = path.read_bytes()
+    with Catalog.open(path, create=False, only_reads=True) as catalog:
+        assert catalog.read_only and catalog.db["photos"].count == 0
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            catalog.db.execute("INSERT INTO people (name, created_at) VALUES ('Ada', '2026-01-01')")
+    assert path.read_bytes() == before
+    with pytest.raises(CatalogError, match="^the catalog is read-only$"):
+        Catalog.open(path, create=False)  # without only_reads: refused as before
+
+
+def test_a_read_only_catalog_that_needs_an_upgrade_or_is_newer_is_refused(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    path = _refused_catalog(tmp_path, monkeypatch)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM _migrations WHERE name = 'm003_cluster_ids_never_reused'")
+    with pytest.raises(CatalogError, match=r"^the catalog is read-only; it was written by an older facecluster, "
+                                           r"and reading it needs an upgrade that writes to it"):
+        Catalog.open(path, create=False, only_reads=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO _migrations VALUES ('m003_cluster_ids_never_reused', 'x'), ('m999_future', 'x')")
+    with pytest.raises(CatalogError, match=r"cannot use catalog .*c\.db: it was written by a newer facecluster"):
+        Catalog.open(path, create=False, only_reads=True)
+
+
+def test_a_read_only_wal_catalog_without_its_shm_is_read_unless_its_wal_holds_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``NAME-shm`` is missing and cannot be created, ``mode=ro`` fails; ``immutable`` reads the file
+    alone, which is right only while ``NAME-wal`` holds nothing the file lacks."""
+    import sqlite3
+
+    import facecluster.catalog as catalog_module
+
+    path = _refused_catalog(tmp_path, monkeypatch)
+    real_connect = sqlite3.connect
+    uris: list[str] = []
+
+    def connect(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        uris.append(database)
+        if "mode=ro" in database:  # what SQLite says when it cannot create the -shm of a WAL file
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(catalog_module.sqlite3, "connect", connect)
+    with Catalog.open(path, create=False, only_reads=True) as catalog:
+        assert catalog.read_only and catalog.db["faces"].count == 0
+    assert [uri.rsplit("?", 1)[1] for uri in uris] == ["mode=ro", "immutable=1"]
+    path.with_name("c.db-wal").write_bytes(b"\0" * 4096)  # a WAL with frames the file does not have yet
+    with pytest.raises(CatalogError, match=r"^the catalog is read-only; reading it without writing is not possible "
+                                           r"either: its c\.db-wal holds changes"):
+        Catalog.open(path, create=False, only_reads=True)
+
+
 def test_cluster_ids_are_never_reused_and_an_older_catalog_keeps_its_clusters(tmp_path: Path) -> None:
     import sqlite3
 

@@ -602,3 +602,39 @@ def test_naming_a_cluster_of_one_face_says_one_face(env: dict) -> None:
     run(env, "cluster", str(env["root"]), "--min-cluster-size", "1", "-q")
     single = next(c for c in people_by_kind(env) if c["faces"] == 1)
     assert run(env, "label", str(single["id"]), "Dora").stderr == f"cluster {single['id']} is Dora (1 face)\n"
+
+
+def test_commands_that_only_read_use_a_catalog_that_cannot_be_written(env: dict, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalog on a read-only disk (a backup, another user's file): reading commands open it read-only
+    (SQLite's ``mode=ro``, so any write would fail) and print what they print on a writable one."""
+    from facecluster.errors import CatalogError
+
+    run(env, "cluster", str(env["root"]))
+    run(env, "label", "1", "Ada")
+    reading = [["people", "--json"], ["faces"], ["evaluate", "clusters", "--truth-from-folders", "--json"]]
+    writable = [run(env, *args).stdout for args in reading]
+
+    refusal = f"the catalog {env['db']} is read-only: facecluster writes to it"
+    opened: list[Catalog] = []
+    real_read_only = Catalog._open_read_only.__func__  # type: ignore[attr-defined]
+
+    def refused(cls: type[Catalog], path: object, *, create: bool) -> Catalog:
+        raise CatalogError(refusal, write_refused=True)  # what a read-only file or folder gives, even to root
+
+    def read_only(cls: type[Catalog], path: Path, refusal: CatalogError) -> Catalog:
+        opened.append(real_read_only(cls, path, refusal))
+        return opened[-1]
+
+    monkeypatch.setattr(Catalog, "_open", classmethod(refused))
+    monkeypatch.setattr(Catalog, "_open_read_only", classmethod(read_only))
+    assert [run(env, *args).stdout for args in reading] == writable
+    assert jsonl(writable[0])[0]["name"] == "Ada"
+    for args in (["show", "--out", str(tmp_path / "site")], ["export", "--out", str(tmp_path / "out")]):
+        assert run(env, *args, "-q").exit_code == 0, args
+    assert (tmp_path / "site" / "index.html").exists() and any((tmp_path / "out").iterdir())
+    assert len(opened) == 5 and all(catalog.read_only for catalog in opened)
+
+    # Commands that write are refused as before, with the same one line.
+    result = run(env, "label", "1", "Grace")
+    assert result.exit_code == 1 and result.stderr == f"Error: {refusal}\n"

@@ -23,7 +23,7 @@ from sqlite_utils import Database
 
 from facecluster.dblock import begin_immediate, is_write_conflict
 from facecluster.errors import CatalogError
-from facecluster.migrations import apply_migrations, check_is_catalog, now
+from facecluster.migrations import apply_migrations, check_is_catalog, now, pending_migrations
 
 #: How long a write waits for another process's write to finish before giving up (seconds).
 BUSY_TIMEOUT_S = 30.0
@@ -35,17 +35,71 @@ class Catalog:
     def __init__(self, db: Database, path: Path | None) -> None:
         self.db = db
         self.path = path
+        self.read_only = False  # opened with ``only_reads`` where the file cannot be written
         self._depth = 0  # how many ``transaction()`` blocks are open (inner ones are savepoints)
 
     @classmethod
-    def open(cls, path: Path | str | None, *, create: bool = True) -> "Catalog":
+    def open(cls, path: Path | str | None, *, create: bool = True, only_reads: bool = False) -> "Catalog":
         """Open the catalog at ``path``; ``None`` or ``":memory:"`` is in memory.
 
         A missing file is created (with its folders) unless ``create=False``, for commands that only read or
-        name: a mistyped ``--db`` then gets an error instead of a new, empty catalog::
+        name: a mistyped ``--db`` then gets an error instead of a new, empty catalog. ``only_reads=True``
+        (commands that never write, such as ``people``) opens a catalog that cannot be written (a backup
+        on a read-only disk, another user's file) read-only instead of refusing it; a writable one opens
+        as usual, so its pending migrations are still applied::
 
             Catalog.open("photos.db", create=False)   # CatalogError: no catalog at photos.db: ...
+            Catalog.open("/mnt/backup/photos.db", create=False, only_reads=True).read_only   # True
         """
+        try:
+            return cls._open(path, create=create)
+        except CatalogError as exc:
+            file_path = Path(path).expanduser() if path is not None and str(path) != ":memory:" else None
+            if not (only_reads and file_path is not None and file_path.is_file() and exc.write_refused):
+                raise
+            return cls._open_read_only(file_path, refusal=exc)
+
+    @classmethod
+    def _open_read_only(cls, path: Path, refusal: CatalogError) -> "Catalog":
+        """Open ``path`` with SQLite's ``mode=ro``; where even reading a WAL catalog would need to create
+        ``NAME-shm`` (a read-only folder), as ``immutable``, which is exact only while nothing writes the
+        file, so it is used only when no ``NAME-wal`` holds changes that the file itself does not."""
+        wal = path.with_name(path.name + "-wal")
+        uri = path.absolute().as_uri()
+        conn = None
+        for query in ("mode=ro", "immutable=1"):
+            if query == "immutable=1" and wal.exists() and wal.stat().st_size > 0:
+                raise CatalogError(f"{refusal}; reading it without writing is not possible either: its "
+                                   f"{wal.name} holds changes that SQLite can only read by writing {path.name}-shm")
+            try:
+                conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=BUSY_TIMEOUT_S)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # where mode=ro meets a missing -shm
+                break
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if query == "immutable=1" or not _is_write_refusal(exc):
+                    raise CatalogError(f"cannot use catalog {path}: {exc}") from exc
+        assert conn is not None
+        db = Database(conn)
+        try:
+            check_is_catalog(db)
+            db.execute("PRAGMA foreign_keys = ON")
+            pending = pending_migrations(db)
+        except (sqlite3.DatabaseError, CatalogError) as exc:
+            conn.close()
+            raise CatalogError(f"cannot use catalog {path}: {exc}") from exc
+        if pending:
+            conn.close()
+            raise CatalogError(f"{refusal}; it was written by an older facecluster, and reading it needs an "
+                               "upgrade that writes to it (open it once where it is writable)")
+        catalog = cls(db, path)
+        catalog.read_only = True
+        return catalog
+
+    @classmethod
+    def _open(cls, path: Path | str | None, *, create: bool) -> "Catalog":
         if path is None or str(path) == ":memory:":
             db = Database(memory=True)
             file_path = None
@@ -63,7 +117,9 @@ class Catalog:
                     os.close(fd)
                 conn = sqlite3.connect(str(file_path), timeout=BUSY_TIMEOUT_S)
             except (OSError, sqlite3.Error) as exc:
-                raise CatalogError(unwritable_reason(file_path) or f"cannot open catalog {file_path}: {exc}") from exc
+                reason = unwritable_reason(file_path)
+                raise CatalogError(reason or f"cannot open catalog {file_path}: {exc}",
+                                   write_refused=reason is not None) from exc
             db = Database(conn)
         try:
             check_is_catalog(db)  # before WAL mode: another program's SQLite file stays exactly as it is
@@ -77,7 +133,8 @@ class Catalog:
             # Turning on WAL and migrating write to the file and create FILE-wal/-shm: say which one SQLite
             # could not write rather than its "attempt to write a readonly database".
             reason = unwritable_reason(file_path) if file_path is not None and _is_write_refusal(exc) else None
-            raise CatalogError(reason or f"cannot use catalog {file_path or ':memory:'}: {exc}") from exc
+            raise CatalogError(reason or f"cannot use catalog {file_path or ':memory:'}: {exc}",
+                               write_refused=file_path is not None and _is_write_refusal(exc)) from exc
         return cls(db, file_path)
 
     @contextmanager

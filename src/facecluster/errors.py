@@ -42,7 +42,17 @@ class ModelError(FaceclusterError):
 
 
 class CatalogError(FaceclusterError):
-    """The catalog is missing, locked, or a referenced row (cluster, person, face) does not exist."""
+    """The catalog is missing, locked, or a referenced row (cluster, person, face) does not exist.
+
+    ``write_refused``: the file system refused a write (a read-only file or folder), so a command that
+    only reads may still open it read-only::
+
+        CatalogError("the catalog c.db is read-only: ...", write_refused=True)
+    """
+
+    def __init__(self, message: str, *, write_refused: bool = False) -> None:
+        super().__init__(message)
+        self.write_refused = write_refused
 
 
 class DataError(FaceclusterError):

@@ -189,19 +189,31 @@ def check_is_catalog(db: Database) -> None:
                            "it was left untouched: give another --db")
 
 
-def apply_migrations(db: Database) -> list[str]:
-    """Apply every migration not yet recorded; return the names applied (oldest first)."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+def pending_migrations(db: Database) -> list[str]:
+    """The names of the migrations ``db`` still needs (oldest first), read without writing anything.
+
+    Raises ``CatalogError`` for a catalog a newer facecluster has migrated further. Example::
+
+        pending_migrations(Database(memory=True))   # every name in MIGRATIONS: a new, empty catalog
+    """
+    has_table = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone()
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()} if has_table else set()
     # A newer facecluster changed the schema in ways this one does not know: writing could damage it.
     unknown = sorted(done - {m.__name__ for m in MIGRATIONS})
     if unknown:
         raise CatalogError(f"it was written by a newer facecluster (schema step {unknown[-1]} is unknown here): "
                            "upgrade facecluster to use it")
+    return [m.__name__ for m in MIGRATIONS if m.__name__ not in done]
+
+
+def apply_migrations(db: Database) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied (oldest first)."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    pending = set(pending_migrations(db))
     applied = []
     for migration in MIGRATIONS:
         name = migration.__name__
-        if name in done:
+        if name not in pending:
             continue
         rebuild = name in REBUILDS_TABLES
         if rebuild:

@@ -55,7 +55,7 @@ def command(ctx: click.Context, truth_file: Path | None, truth_from_folders: boo
     if (truth_file is None) == (not truth_from_folders):
         raise click.UsageError("give exactly one of --truth FILE or --truth-from-folders")
     truth = read_truth(truth_file) if truth_file is not None else None
-    with Catalog.open(db_path(ctx), create=False) as catalog:
+    with Catalog.open(db_path(ctx), create=False, only_reads=True) as catalog:
         result = evaluate_catalog(catalog.db, truth)
     values = result.to_dict()
     if not quiet:

@@ -49,7 +49,7 @@ def command(ctx: click.Context, out: Path, mode: str, person: str | None, fmt: s
     from facecluster.images import shown_path
     from facecluster.progress import progress_bar
 
-    with Catalog.open(db_path(ctx), create=False) as catalog, progress_bar(quiet) as progress:
+    with Catalog.open(db_path(ctx), create=False, only_reads=True) as catalog, progress_bar(quiet) as progress:
         summary = export_people(catalog, out, mode=mode, person=person, fmt=fmt, progress=progress)
     if as_json:
         emit_json(summary.as_dict())

@@ -34,7 +34,7 @@ def command(
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be used together")
-    with Catalog.open(db_path(ctx), create=False) as catalog:
+    with Catalog.open(db_path(ctx), create=False, only_reads=True) as catalog:
         records = iter_faces(catalog, person=person, cluster=cluster, include_ignored=include_ignored)
         if as_csv:
             emit_csv(records, FACE_FIELDS)

@@ -27,7 +27,7 @@ def command(ctx: click.Context, quiet: bool, include_ignored: bool, as_json: boo
     from facecluster.output import emit_jsonl
     from facecluster.people import list_people
 
-    with Catalog.open(db_path(ctx), create=False) as catalog:
+    with Catalog.open(db_path(ctx), create=False, only_reads=True) as catalog:
         records = list_people(catalog, include_ignored=include_ignored)
     if as_json:
         emit_jsonl(records)

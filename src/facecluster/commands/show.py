@@ -74,7 +74,7 @@ def command(ctx: click.Context, out: Path | None, open_browser: bool, quiet: boo
     from facecluster.site import LabelCommands, build_site
 
     out = out or default_site_dir()
-    with Catalog.open(db_path(ctx), create=False) as catalog, progress_bar(quiet) as progress:
+    with Catalog.open(db_path(ctx), create=False, only_reads=True) as catalog, progress_bar(quiet) as progress:
         summary = build_site(catalog, out, commands=LabelCommands(command_prefix(ctx)), progress=progress)
     if as_json:
         emit_json(summary.as_dict())

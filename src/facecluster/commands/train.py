@@ -194,7 +194,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
         if from_catalog:
             from facecluster.catalog import Catalog
 
-            with Catalog.open(db_path(ctx), create=False) as catalog:
+            with Catalog.open(db_path(ctx), create=False, only_reads=True) as catalog:
                 data = load_catalog_dataset(catalog, exclude=held_out)
         else:
             assert data_dir is not None
