@@ -62,8 +62,10 @@ class Catalog:
     @classmethod
     def _open_read_only(cls, path: Path, refusal: CatalogError) -> "Catalog":
         """Open ``path`` with SQLite's ``mode=ro``; where even reading a WAL catalog would need to create
-        ``NAME-shm`` (a read-only folder), as ``immutable``, which is exact only while nothing writes the
-        file, so it is used only when no ``NAME-wal`` holds changes that the file itself does not."""
+        ``NAME-shm`` (a read-only folder), as ``immutable``. That is exact only while nothing writes the
+        file: true here, since every connection to a WAL catalog keeps its ``NAME-shm``, and a missing one
+        means none is open. It is still refused when ``NAME-wal`` holds changes the file itself lacks
+        (``immutable`` would not see them)."""
         wal = path.with_name(path.name + "-wal")
         uri = path.absolute().as_uri()
         conn = None
