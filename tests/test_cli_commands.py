@@ -350,6 +350,13 @@ def test_hdbscan_method(env: dict) -> None:
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["cluster"]["mode"] == "full" and out["cluster"]["faces"] == N_FACES
+    # Ten faces: at the default density (5 neighbours) HDBSCAN finds no dense group in so few;
+    # --min-samples 1 finds the three people with three faces each, and the change re-clusters.
+    assert out["cluster"]["clusters"] == 0
+    result = run(env, "cluster", "--method", "hdbscan", "--min-samples", "1", "--json")
+    out = json.loads(result.stdout)
+    assert out["cluster"]["mode"] == "full" and "settings changed" in result.stderr
+    assert out["cluster"]["clusters"] == 3 and out["cluster"]["noise"] == 1
 
 
 def test_a_finished_rerun_never_loads_the_embedding_network(env: dict, tmp_path: Path,

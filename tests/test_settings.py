@@ -134,7 +134,7 @@ def test_a_named_settings_file_is_used_and_a_missing_one_is_an_error(tmp_path: P
     ("wieghts = 1\n", ["people"], "the top level has no option 'wieghts' (options: db)"),
     # Only options the file may set are offered: not --json, -q, --force or --full, which it refuses.
     ("[cluster]\nwieghts = 'x.pt'\n", ["cluster"], "(options: device, method, min-cluster-size, min-face-size, "
-                                                   "min-probability, model, threshold, weights)"),
+                                                   "min-probability, min-samples, model, threshold, weights)"),
     ("[people]\nsort = 1\n", ["people"], "[people] has no option 'sort' (none of its options can be set here)"),
     ("[label]\nrenme = 1\n", ["label", "1", "Ada"], "[label] has no option 'renme' (none of its options can be set here)"),
 ])

@@ -69,6 +69,9 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 @click.option("--method", type=click.Choice(["agglomerative", "hdbscan"]), help=f"Clustering method [default: {_DEFAULT.method}].")
 @click.option("--threshold", type=FiniteFloatRange(0, 4), help=f"Squared L2 distance for average linkage [default: {_DEFAULT.threshold}].")
 @click.option("--min-cluster-size", type=click.IntRange(1), help=f"Smaller groups stay unclustered [default: {_DEFAULT.min_cluster_size}].")
+@click.option("--min-samples", type=click.IntRange(1),
+              help="HDBSCAN only: neighbours a face needs to count as dense; lower finds smaller groups (a library of "
+                   f"a few dozen faces: 1 or 2) [default: {_DEFAULT.hdbscan_min_samples}].")
 @click.option("--min-probability", type=FiniteFloatRange(0, 1), help=f"Leave out faces detected with a lower probability [default: {_DEFAULT.min_probability}].")
 @click.option("--min-face-size", type=click.IntRange(0), help=f"Leave out faces whose box is smaller, in pixels [default: {_DEFAULT.min_face_px}].")
 @click.option("--full", is_flag=True, help="Re-cluster every face (names and corrections are kept).")
@@ -85,6 +88,7 @@ def command(
     method: str | None,
     threshold: float | None,
     min_cluster_size: int | None,
+    min_samples: int | None,
     min_probability: float | None,
     min_face_size: int | None,
     full: bool,
@@ -116,7 +120,7 @@ def command(
 
     overrides: dict[str, Any] = {
         "method": method, "threshold": threshold, "min_cluster_size": min_cluster_size,
-        "min_probability": min_probability, "min_face_px": min_face_size,
+        "hdbscan_min_samples": min_samples, "min_probability": min_probability, "min_face_px": min_face_size,
     }
     config = replace(ClusterConfig(), **{k: v for k, v in overrides.items() if v is not None})
     files = collect_paths(paths)
