@@ -34,7 +34,7 @@ def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
         table.add_row("photos detected now", str(d["detected"]))
         table.add_row("photos unchanged / moved / copies", f"{d['skipped']} / {d['moved']} / {d['copies']}")
         if d["checked"]:
-            table.add_row("same size and mtime, checked by content hash / changed",
+            table.add_row("unchanged checked by hash / changed",
                           f"{d['checked']} / {d['checked_changed']}")
         table.add_row("files failed", str(len(d["failed"])))
     table.add_row("faces embedded now", str(result["embed"]["embedded"] + (result.get("detect") or {}).get("embedded", 0)))

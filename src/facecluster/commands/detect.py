@@ -54,11 +54,13 @@ def report_files(report: object, quiet: bool) -> None:
 
 def checked_line(report: object) -> str:
     """What hashing files of unchanged size and mtime found (``--checksum``, or files recorded in the
-    second they were written), e.g. ``8 unchanged by size and mtime checked by content hash: 1 changed``."""
+    second they were written), e.g. ``8 files with the recorded size and mtime checked by content hash:
+    1 changed``."""
     from facecluster.pipeline import DetectReport
 
     assert isinstance(report, DetectReport)
-    return f"{report.checked} unchanged by size and mtime checked by content hash: {report.checked_changed} changed"
+    return (f"{counted(report.checked, 'file')} with the recorded size and mtime checked by content hash: "
+            f"{report.checked_changed} changed")
 
 
 def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None:
