@@ -645,3 +645,35 @@ def test_commands_that_only_read_use_a_catalog_that_cannot_be_written(env: dict,
     # Commands that write are refused as before, with the same one line.
     result = run(env, "label", "1", "Grace")
     assert result.exit_code == 1 and result.stderr == f"Error: {refusal}\n"
+
+
+def test_checksum_from_the_command_line_or_the_settings_file(env: dict, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    root = env["root"]
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (1e9, 1e9))  # written long before the runs: size and mtime alone vouch for them
+    run(env, "detect", str(root), "-q")
+    photo = root / "2021" / "d1.png"
+    before, data = photo.stat(), photo.read_bytes()
+    make_photo(photo, [4])  # another person in the same place: the PNG has the same size
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert photo.stat().st_size == before.st_size and photo.read_bytes() != data
+    out = json.loads(run(env, "detect", str(root), "--json").stdout)
+    assert (out["detected"], out["checked"], out["checked_changed"]) == (0, 0, 0)
+    result = run(env, "detect", str(root), "--json", "--checksum")
+    out = json.loads(result.stdout)
+    assert (out["detected"], out["skipped"], out["checked"], out["checked_changed"]) == (1, len(LIBRARY) - 1,
+                                                                                         len(LIBRARY), 1)
+    line = f"{len(LIBRARY)} files with the recorded size and mtime checked by content hash: 1 changed"
+    assert line in result.stderr
+    settings = tmp_path / "config" / "facecluster" / "config.toml"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("[detect]\nchecksum = true\n[cluster]\nchecksum = true\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    out = json.loads(run(env, "detect", str(root), "--json").stdout)
+    assert (out["checked"], out["checked_changed"]) == (len(LIBRARY), 0)
+    assert json.loads(run(env, "detect", str(root), "--json", "--no-checksum").stdout)["checked"] == 0
+    result = run(env, "cluster", str(root), "--json")
+    assert json.loads(result.stdout)["detect"]["checked"] == len(LIBRARY)
+    assert "unchanged checked by hash / changed" in result.stderr

@@ -803,3 +803,163 @@ def test_a_read_that_never_returns_does_not_keep_the_process_alive_after_ctrl_c(
     finally:
         proc.kill()
     assert rc == 0 and proc.stdout.read() == "interrupted\n"
+
+
+# -- content checks: --checksum, and files recorded in the second they were written ------------------------
+
+#: An mtime long before any test run (2001): a file with it was clearly written before it was recorded.
+OLD = 1_000_000_000
+
+
+def _aged(*paths: Path) -> None:
+    for path in paths:
+        os.utime(path, (OLD, OLD))
+
+
+def _rewritten_keeping_size_and_mtime(path: Path, write) -> None:
+    """Call ``write()`` to change ``path``'s bytes, then restore its mtime (as ``touch -r`` or a backup
+    restore would); the new file must have the old size."""
+    before = path.stat()
+    write()
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_mtime == before.st_mtime
+
+
+def _counted_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    from facecluster import images
+
+    hashed: list[Path] = []
+    real = images.file_hash
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(images, "file_hash", counting)
+    return hashed
+
+
+def test_checksum_notices_an_edit_that_kept_size_and_mtime(tmp_path: Path) -> None:
+    from tests.fakes import make_photo
+
+    lib = tmp_path / "lib"
+    photos = [make_photo(lib / f"p{i}.bmp", [i]) for i in range(3)]  # BMP: other pixels, the same size
+    _aged(*photos)
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [lib], FakeDetector(), crop=fake_crop)
+    _rewritten_keeping_size_and_mtime(photos[0], lambda: make_photo(photos[0], [3, 4]))
+    detector = FakeDetector()
+    report = detect_paths(catalog, [lib], detector, crop=fake_crop)
+    assert report.skipped == 3 and detector.images == 0 and _faces(catalog) == 3  # size and mtime alone: missed
+    report = detect_paths(catalog, [lib], detector, crop=fake_crop, checksum=True)
+    assert report.detected == 1 and detector.images == 1 and report.skipped == 2
+    assert (report.checked, report.checked_changed) == (3, 1)
+    assert len(_face_of(catalog, photos[0])) == 2 and _faces(catalog) == 4
+    assert catalog.db.execute("SELECT count(*) FROM photos").fetchone()[0] == 3  # the old content is gone
+    report = detect_paths(catalog, [lib], detector, crop=fake_crop, checksum=True)
+    assert (report.skipped, report.checked, report.checked_changed, detector.images) == (3, 3, 0, 1)
+
+
+def test_checksum_hashes_unchanged_files_and_detects_none(library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _aged(*(p for p in library.rglob("*") if p.is_file()))
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    hashed = _counted_hashes(monkeypatch)
+    detector = FakeDetector()
+    report = detect_paths(catalog, [library], detector, crop=fake_crop)
+    assert report.skipped == len(LIBRARY) and report.checked == 0 and not hashed  # the default reads nothing
+    built: list[int] = []
+
+    def factory() -> FakeDetector:
+        built.append(1)
+        return detector
+
+    report = detect_paths(catalog, [library], factory, crop=fake_crop, checksum=True)
+    assert report.skipped == len(LIBRARY) and report.detected == 0 and report.moved == 0
+    assert (report.checked, report.checked_changed) == (len(LIBRARY), 0)
+    assert detector.calls == 0 and not built  # only the hashes were paid for, not the model
+    assert sorted(hashed) == sorted(p for p in library.rglob("*") if p.is_file())  # each file read once
+
+
+def test_checksum_keeps_names_when_an_edit_of_the_same_size_leaves_the_faces_alone(tmp_path: Path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    from tests.fakes import make_photo
+
+    def rated(path: Path, stars: str) -> None:  # a photo manager writes a rating into the file
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Rating", stars)
+        with Image.open(path) as image:
+            image.load()
+            image.save(path, pnginfo=info)
+
+    photo = make_photo(tmp_path / "lib" / "a.png", [0, 1])
+    rated(photo, "4")
+    _aged(photo)
+    catalog, before = _detected_with_ada(photo.parent, photo)
+    _rewritten_keeping_size_and_mtime(photo, lambda: rated(photo, "5"))
+    detector = FakeDetector()
+    assert detect_paths(catalog, [photo.parent], detector, crop=fake_crop).skipped == 1 and detector.images == 0
+    report = detect_paths(catalog, [photo.parent], detector, crop=fake_crop, checksum=True)
+    assert report.detected == 1 and report.checked_changed == 1
+    assert _face_of(catalog, photo) == before
+    conn = catalog.db.conn
+    assert conn.execute("SELECT person_id, person_source FROM faces WHERE id = ?", [before[0]]).fetchone() == (1, "user")
+    assert conn.execute("SELECT count(*) FROM photos").fetchone()[0] == 1
+
+
+def test_a_file_edited_in_the_second_it_was_recorded_is_checked_by_content(tmp_path: Path) -> None:
+    # Git's "racy clean" files: written so soon after it was read that a second write may keep its mtime
+    # (whole seconds on some file systems, 2 s on FAT). Such a file is hashed even without --checksum.
+    from tests.fakes import make_photo
+
+    photo = make_photo(tmp_path / "lib" / "a.bmp", [0])  # written now, and recorded now
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [photo.parent], FakeDetector(), crop=fake_crop)
+    _rewritten_keeping_size_and_mtime(photo, lambda: make_photo(photo, [1]))
+    detector = FakeDetector()
+    report = detect_paths(catalog, [photo.parent], detector, crop=fake_crop)
+    assert report.detected == 1 and detector.images == 1 and (report.checked, report.checked_changed) == (1, 1)
+
+
+def test_a_file_found_unchanged_by_its_hash_is_recorded_as_read_then(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecluster.migrations import timestamp
+    from tests.fakes import make_photo
+
+    photo = make_photo(tmp_path / "lib" / "a.bmp", [0])
+    _aged(photo)
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [photo.parent], FakeDetector(), crop=fake_crop)
+    # As if it had been read in the second its mtime says it was written.
+    catalog.db.conn.execute("UPDATE files SET seen_at = ?", [timestamp(OLD)])
+    catalog.db.conn.commit()
+    hashed = _counted_hashes(monkeypatch)
+    report = detect_paths(catalog, [photo.parent], FakeDetector(), crop=fake_crop)
+    assert (report.skipped, report.checked, report.checked_changed, len(hashed)) == (1, 1, 0, 1)
+    report = detect_paths(catalog, [photo.parent], FakeDetector(), crop=fake_crop)
+    assert (report.skipped, report.checked, len(hashed)) == (1, 0, 1)  # now clearly older: not read again
+
+
+def test_files_are_recorded_as_seen_when_they_were_read_not_when_their_batch_was_written(
+        tmp_path: Path) -> None:
+    # A slow batch (a big photo on a CPU) writes its rows long after its files were read; a file written
+    # between the two must still be recognised as possibly changed since.
+    import time
+    from datetime import datetime
+
+    from tests.fakes import make_photo
+
+    photo = make_photo(tmp_path / "lib" / "a.bmp", [0])
+
+    class Slow(FakeDetector):
+        def detect(self, images):
+            time.sleep(2.0)  # floor(read + 2) > read + 1, whatever the fraction of read
+            return super().detect(images)
+
+    read = time.time()
+    catalog = Catalog.open(None)
+    detect_paths(catalog, [photo.parent], Slow(), crop=fake_crop)
+    (seen_at,) = catalog.db.execute("SELECT seen_at FROM files").fetchone()
+    assert datetime.fromisoformat(seen_at).timestamp() <= read + 1

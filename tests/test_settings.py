@@ -121,7 +121,7 @@ def test_a_named_settings_file_is_used_and_a_missing_one_is_an_error(tmp_path: P
 
 
 @pytest.mark.parametrize("content, args, message", [
-    ("[cluster]\nwieghts = 'x.pt'\n", ["cluster"], "[cluster] has no option 'wieghts' (options: device, "),
+    ("[cluster]\nwieghts = 'x.pt'\n", ["cluster"], "[cluster] has no option 'wieghts' (options: checksum, "),
     ("[cluster]\nthreshold = 9\n", ["cluster"], "[cluster] threshold: 9.0 is not in the range 0<=x<=4"),
     ("[cluster]\nmethod = 'kmeans'\n", ["cluster"], "[cluster] method: 'kmeans' is not one of"),
     ("[nosuch]\nx = 1\n", ["people"], "[nosuch] is not a facecluster command"),
@@ -133,8 +133,9 @@ def test_a_named_settings_file_is_used_and_a_missing_one_is_an_error(tmp_path: P
     ("[label]\nignore-face = 3\n", ["label", "1", "Ada"], "[label] ignore-face: --ignore-face is an action"),
     ("wieghts = 1\n", ["people"], "the top level has no option 'wieghts' (options: db)"),
     # Only options the file may set are offered: not --json, -q, --force or --full, which it refuses.
-    ("[cluster]\nwieghts = 'x.pt'\n", ["cluster"], "(options: device, method, min-cluster-size, min-face-size, "
-                                                   "min-probability, min-samples, model, threshold, weights)"),
+    ("[cluster]\nwieghts = 'x.pt'\n", ["cluster"], "(options: checksum, device, method, min-cluster-size, "
+                                                   "min-face-size, min-probability, min-samples, model, threshold, "
+                                                   "weights)"),
     ("[people]\nsort = 1\n", ["people"], "[people] has no option 'sort' (none of its options can be set here)"),
     ("[label]\nrenme = 1\n", ["label", "1", "Ada"], "[label] has no option 'renme' (none of its options can be set here)"),
 ])

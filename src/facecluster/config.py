@@ -64,6 +64,11 @@ class PipelineConfig:
     # then spread over the workers instead of queueing in one batch)
     workers: int = 0  # batches computed side by side; 0: one per CPU thread (each single-threaded), 1 on GPU
     prefetch_workers: int = 2  # threads hashing and decoding the next photos while the models run
+    # A file with the path, size and mtime the catalog recorded is taken as unchanged without being read
+    # (`--checksum` reads it all the same), but where its recorded mtime is not this much older than when
+    # it was read (git's "racy clean" entries): written again in the same tick, its mtime would not change.
+    # 3 s covers FAT's 2 s timestamps, the kernel's coarse clock and a little skew on a network share.
+    racy_window_s: float = 3.0
     crop_format: str = "jpeg"  # stored aligned crops: "jpeg" or "png" (docs/clustering.md: effect measured)
     jpeg_quality: int = 95
     # A photo whose file changed (tags or rating written into it, re-saved) keeps a face's id, name and

@@ -172,6 +172,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def timestamp(seconds: float) -> str:
+    """``now()``'s format for a ``time.time()`` value, rounded down to the second.
+
+    Example: ``timestamp(1e9)`` -> ``"2001-09-09T01:46:40+00:00"``.
+    """
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
 def check_is_catalog(db: Database) -> None:
     """Refuse (``CatalogError``) a database that has tables but no ``_migrations``: another program's file.
 

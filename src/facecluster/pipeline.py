@@ -1,8 +1,8 @@
 """Detect and embed over the catalog: the hot path of ``facecluster detect|embed|cluster``.
 
 A photo is identified by the sha256 of its content; the ``files`` table remembers where each photo was
-seen with its size and mtime, so unchanged files are skipped without hashing and a moved or renamed file
-is recognised by its hash and keeps its faces (and their names)::
+seen with its size and mtime, so unchanged files are skipped without hashing (``checksum=True`` hashes
+them too) and a moved or renamed file is recognised by its hash and keeps its faces (and their names)::
 
     with Catalog.open("photos.db") as catalog:
         report = detect_paths(catalog, [Path("~/Pictures").expanduser()], detector)
@@ -22,12 +22,14 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -36,7 +38,7 @@ from facecluster.catalog import Catalog, encode_vector
 from facecluster.config import DetectConfig, EmbedConfig, PipelineConfig
 from facecluster.embed import Embedder
 from facecluster.errors import FaceclusterError, ImageError
-from facecluster.migrations import now
+from facecluster.migrations import now, timestamp
 from facecluster.reporting import ProgressFn, null_progress
 
 #: crop_face(pixels, face, size, margin) -> (size, size, 3) uint8; engineer B's ``align.crop_face``.
@@ -72,6 +74,11 @@ class DetectReport:
     files: int = 0
     detected: int = 0  # photos decoded and run through the detector
     skipped: int = 0  # unchanged since a previous run
+    # Files with the recorded size and mtime that were hashed all the same (``checksum``, or recorded
+    # within ``PipelineConfig.racy_window_s`` of their mtime), and how many of them held other content: those
+    # were detected again (or found moved or copied) and are counted there too.
+    checked: int = 0
+    checked_changed: int = 0
     moved: int = 0  # known content at a new path: faces kept, nothing redone
     copies: int = 0  # known content at a new path while another path of it still exists (a copy, a link)
     removed_people: list[str] = field(default_factory=list)  # left without a face by replaced photos
@@ -211,6 +218,7 @@ class _Prepared:
     path: Path
     size: int
     mtime: float
+    seen: float  # time.time() before the file was looked at: the content read is no older than this
     hash: str | None = None
     image: Any = None  # facecluster.images.LoadedImage
     known: bool = False  # content already detected under the current key
@@ -221,11 +229,12 @@ def _prepare(path: Path, known_hashes: frozenset[str], max_side: int, force: boo
     # Runs in a worker thread: hashing and decoding release the GIL, so they overlap the models.
     from facecluster.images import file_hash, load_image
 
+    seen = time.time()
     try:
         stat = path.stat()
     except OSError as exc:
-        return _Prepared(path, 0, 0.0, error=f"cannot read: {exc.strerror or exc}")
-    item = _Prepared(path, stat.st_size, stat.st_mtime)
+        return _Prepared(path, 0, 0.0, seen, error=f"cannot read: {exc.strerror or exc}")
+    item = _Prepared(path, stat.st_size, stat.st_mtime, seen)
     try:
         item.hash = file_hash(path)
     except ImageError as exc:  # file_hash turns every OSError into one: the file cannot be read at all
@@ -247,16 +256,36 @@ def _prefetched(
     paths: Sequence[Path], known: frozenset[str], max_side: int, force: bool, workers: int
 ) -> Iterator[_Prepared]:
     """Prepare files in a few threads, yielding them in order with a bounded read-ahead."""
+    return _read_in_order(lambda path: _prepare(path, known, max_side, force), paths, workers)
+
+
+def _content_hash(path: Path) -> tuple[str | None, float]:
+    # Runs in a worker thread: (sha256, or None where the file cannot be read; time.time() before reading).
+    from facecluster.images import file_hash
+
+    seen = time.time()
+    try:
+        return file_hash(path), seen
+    except ImageError:
+        return None, seen
+
+
+_T = TypeVar("_T")
+
+
+def _read_in_order(read: Callable[[Path], _T], paths: Sequence[Path], workers: int) -> Iterator[_T]:
+    """``read`` each path in ``workers`` threads (none: in this one), yielding in order, a few paths ahead.
+
+    ``list(_read_in_order(len, [Path("a")], 2))`` -> ``[1]``"""
     if workers <= 0:
         for path in paths:
-            yield _prepare(path, known, max_side, force)
+            yield read(path)
         return
     pool = _ReaderThreads(workers)
-    pending: deque[Future[_Prepared]] = deque()
-    it = iter(paths)
+    pending: deque[Future[_T]] = deque()
     try:
-        for path in it:
-            pending.append(pool.submit(_prepare, path, known, max_side, force))
+        for path in paths:
+            pending.append(pool.submit(read, path))
             if len(pending) >= 4 * workers + 8:
                 yield pending.popleft().result()
         while pending:
@@ -466,12 +495,19 @@ class _Writer:
         self.deleted_faces = False  # faces went with their photos: people and cluster sizes need a look
 
     def upsert_file(self, item: _Prepared, photo_id: int | None, error: str | None) -> None:
+        # seen_at is when the file was read, not now: a batch is written seconds after its files were read,
+        # and a file written in between must not look older than its record (``_racy``).
         self.conn.execute(
             "INSERT INTO files (path, photo_id, size, mtime, seen_at, error) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET photo_id = excluded.photo_id, size = excluded.size, "
             "mtime = excluded.mtime, seen_at = excluded.seen_at, error = excluded.error",
-            [str(item.path), photo_id, item.size, item.mtime, now(), error],
+            [str(item.path), photo_id, item.size, item.mtime, timestamp(item.seen), error],
         )
+
+    def reread(self, seen: Sequence[tuple[str, float]]) -> None:
+        """Record that each (path, time.time() before it was read) was hashed and found unchanged."""
+        self.conn.executemany("UPDATE files SET seen_at = ? WHERE path = ?",
+                              [(timestamp(at), path) for path, at in seen])
 
     def _photo_id(self, item: _Prepared) -> int | None:
         row = self.conn.execute("SELECT id FROM photos WHERE hash = ?", [item.hash]).fetchone()
@@ -770,6 +806,31 @@ def _scaled_face(face: FaceLike, scale: float) -> tuple[tuple[float, float, floa
     return (x1, y1, x2, y2), landmarks
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    """What the catalog holds about a path detected under the current key (``files`` and its photo)."""
+
+    size: int
+    mtime: float
+    seen_at: str  # when the file was last read (``migrations.timestamp``)
+    photo_id: int
+    photo_path: str
+    hash: str
+
+
+def _racy(recorded: _Recorded, window: float) -> bool:
+    """True when the file's mtime is not clearly older than the read that recorded it (git's "racy clean").
+
+    A write in the tick the file was read in leaves its mtime as recorded, so only its content can show
+    the change; ``window`` covers coarse timestamps. Example: mtime 12:00:00.4, read 12:00:00.6 -> True.
+    """
+    try:
+        seen = datetime.fromisoformat(recorded.seen_at).timestamp()
+    except ValueError:  # not written by facecluster: nothing vouches for the file
+        return True
+    return recorded.mtime >= seen - window
+
+
 def detect_paths(
     catalog: Catalog,
     paths: Iterable[Path],
@@ -781,6 +842,7 @@ def detect_paths(
     embedder: Embedder | None = None,
     crop: CropFn | None = None,
     force: bool = False,
+    checksum: bool = False,
     progress: ProgressFn = null_progress,
 ) -> DetectReport:
     """Detect faces in the photos under ``paths``, store them with their aligned crops; skip finished work.
@@ -788,9 +850,11 @@ def detect_paths(
     ``detector`` may be a zero-argument factory: it is then built only if some photo needs detection
     (a re-run over an unchanged library never loads the model). Crops follow ``crop_config`` (size, margin,
     landmark alignment: the embedder's preprocessing). With ``embedder``, the crops of each
-    batch are embedded on the way, so ``cluster`` decodes every photo once::
+    batch are embedded on the way, so ``cluster`` decodes every photo once. A file with the size and mtime
+    recorded is skipped unread; with ``checksum`` it is hashed, and detected again if its content changed
+    (``report.checked``, ``report.checked_changed``); ``force`` detects every file again::
 
-        report = detect_paths(catalog, [Path("Pictures")], detector, force=False)
+        report = detect_paths(catalog, [Path("Pictures")], detector, checksum=True)
         report.failed  # [FileFailure(path=..., error=...)]
     """
     from facecluster.images import printable_path
@@ -812,17 +876,27 @@ def detect_paths(
     # A factory is called only when a photo needs detection.
     model: DetectorLike | None = detector if hasattr(detector, "detect") else None
 
-    # Unchanged files (same path, size and mtime, detected under this key) are skipped without hashing.
+    # Unchanged files (same path, size and mtime, detected under this key) are skipped without hashing, but
+    # those whose content the size and mtime cannot vouch for: every file with ``checksum``, and any
+    # recorded too soon after its mtime (``_racy``). These are hashed, and detected again if it differs.
     done_files = {
-        row[0]: (row[1], row[2], row[3], row[4])
+        row[0]: _Recorded(*row[1:])
         for row in conn.execute(
-            "SELECT f.path, f.size, f.mtime, p.id, p.path FROM files f JOIN photos p ON p.id = f.photo_id "
-            "WHERE p.status = 'detected' AND p.detector = ? AND f.error IS NULL",
+            "SELECT f.path, f.size, f.mtime, f.seen_at, p.id, p.path, p.hash FROM files f "
+            "JOIN photos p ON p.id = f.photo_id WHERE p.status = 'detected' AND p.detector = ? AND f.error IS NULL",
             [key],
         )
     }
-    todo: list[Path] = []
+    todo: set[Path] = set()
+    unsure: list[tuple[Path, _Recorded]] = []
     relink: list[tuple[int, str, str]] = []  # (photo, an existing path of it, its recorded path that is gone)
+
+    def unchanged(path: Path, previous: _Recorded) -> None:
+        report.skipped += 1
+        # A photo also seen at another path (a copy) that is gone: point it here.
+        if previous.photo_path != str(path) and not os.path.exists(previous.photo_path):
+            relink.append((previous.photo_id, str(path), previous.photo_path))
+
     for path in files:
         previous = done_files.get(str(path))
         if previous is not None and not force:
@@ -831,20 +905,37 @@ def detect_paths(
             except OSError:
                 previous = None
             else:
-                if stat.st_size == previous[0] and stat.st_mtime == previous[1]:
-                    report.skipped += 1
-                    # A photo also seen at another path (a copy) that is gone: point it here.
-                    if previous[3] != str(path) and not os.path.exists(previous[3]):
-                        relink.append((previous[2], str(path), previous[3]))
+                if stat.st_size == previous.size and stat.st_mtime == previous.mtime:
+                    if checksum or _racy(previous, pipeline.racy_window_s):
+                        unsure.append((path, previous))
+                    else:
+                        unchanged(path, previous)
                     continue
-        todo.append(path)
+        todo.add(path)
     progress("detect", report.skipped, len(files))
-    if walked or relink:
+    reread: list[tuple[str, float]] = []  # racy files found unchanged: (path, when they were read)
+    hashes = _read_in_order(_content_hash, [path for path, _ in unsure], pipeline.prefetch_workers)
+    for (path, previous), (digest, seen) in zip(unsure, hashes):
+        report.checked += 1
+        if digest == previous.hash:
+            unchanged(path, previous)
+            if _racy(previous, pipeline.racy_window_s):
+                reread.append((str(path), seen))
+            progress("detect", report.skipped, len(files))
+        else:
+            # Other content goes the way of any edited file (hashed once more there); so does a file that
+            # cannot be read now, which is recorded as failed there.
+            if digest is not None:
+                report.checked_changed += 1
+            todo.add(path)
+    if walked or relink or reread:
         with catalog.transaction():
             writer.prune_vanished(walked, {str(path) for path in files})
             writer.relink(relink)
+            writer.reread(reread)
     if not todo:
         return report
+    ordered = [path for path in files if path in todo]  # as walked, with the files whose content changed
 
     known = frozenset(
         row[0] for row in conn.execute("SELECT hash FROM photos WHERE status = 'detected' AND detector = ?", [key])
@@ -950,7 +1041,7 @@ def detect_paths(
 
     hashes_this_run: set[str] = set()
     try:
-        for item in _prefetched(todo, known, config.max_side, force, pipeline.prefetch_workers):
+        for item in _prefetched(ordered, known, config.max_side, force, pipeline.prefetch_workers):
             if item.image is not None and item.hash is not None:
                 if item.hash in hashes_this_run:
                     # A copy (or link) of a photo met earlier in this run: detected once, linked here.

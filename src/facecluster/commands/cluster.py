@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from facecluster.commands.common import (
-    FiniteFloatRange, db_path, force_option, json_option, model_options, quiet_option, recording_progress,
+    FiniteFloatRange, checksum_option, db_path, force_option, json_option, model_options, quiet_option,
+    recording_progress,
 )
 from facecluster.config import ClusterConfig
 from facecluster.errors import EXIT_PARTIAL
@@ -32,6 +33,9 @@ def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
         d = result["detect"]
         table.add_row("photos detected now", str(d["detected"]))
         table.add_row("photos unchanged / moved / copies", f"{d['skipped']} / {d['moved']} / {d['copies']}")
+        if d["checked"]:
+            table.add_row("unchanged checked by hash / changed",
+                          f"{d['checked']} / {d['checked_changed']}")
         table.add_row("files failed", str(len(d["failed"])))
     table.add_row("faces embedded now", str(result["embed"]["embedded"] + (result.get("detect") or {}).get("embedded", 0)))
     table.add_row("faces of this model", str(cluster["faces"]))
@@ -76,6 +80,7 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 @click.option("--min-face-size", type=click.IntRange(0), help=f"Leave out faces whose box is smaller, in pixels [default: {_DEFAULT.min_face_px}].")
 @click.option("--full", is_flag=True, help="Re-cluster every face (names and corrections are kept).")
 @force_option
+@checksum_option
 @quiet_option
 @json_option
 @click.pass_context
@@ -93,6 +98,7 @@ def command(
     min_face_size: int | None,
     full: bool,
     force: bool,
+    checksum: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -100,7 +106,9 @@ def command(
 
     New faces join the clusters they are close to and the rest are clustered among themselves;
     --full re-clusters everything. Names and corrections made with `label` are kept either way.
-    --force detects and embeds the PATHS again. A summary goes to stderr, --json prints the result.
+    --force detects and embeds the PATHS again; --checksum hashes even the files whose size and mtime
+    are unchanged, and detects again those whose content changed. A summary goes to stderr, --json
+    prints the result.
 
     \b
     Example:
@@ -137,7 +145,8 @@ def command(
             full = True
             if not quiet:
                 click.echo("clustering settings changed since the last run: re-clustering everything", err=True)
-        args = {"paths": [str(p) for p in files], "full": full, "force": force, "config": config.__dict__}
+        args = {"paths": [str(p) for p in files], "full": full, "force": force, "checksum": checksum,
+                "config": config.__dict__}
         with catalog.run("cluster", args) as run:
             with progress_bar(quiet) as progress:
                 progress = recording_progress(progress, run.stats)
@@ -146,7 +155,7 @@ def command(
                     detected = detect_paths(
                         catalog, files, lambda: load_detector(DetectConfig(), device, progress),
                         config=DetectConfig(), crop_config=embed_config, embedder=embedder, force=force,
-                        progress=progress,
+                        checksum=checksum, progress=progress,
                     )
                     result["detect"] = detected.to_dict()
                     failed = detected.failed

@@ -40,6 +40,18 @@ def force_option(func: F) -> F:
     return click.option("--force", is_flag=True, help="Redo work that is already done.")(func)
 
 
+def checksum_option(func: F) -> F:
+    """``--checksum/--no-checksum`` of ``detect`` and ``cluster``: hash files whose size and mtime are as
+    recorded too (``detect_paths(checksum=...)``); the settings file may set it, as it has an off switch."""
+    return click.option(
+        "--checksum/--no-checksum",
+        default=False,
+        show_default=True,
+        help="Hash every file, not only those whose size or mtime changed, and detect again any whose content "
+             "did (an edit that kept size and mtime). Costs one read of each file.",
+    )(func)
+
+
 def model_options(func: F) -> F:
     """``--weights PATH``, ``--model PATH`` and ``--device`` for commands that embed faces.
 

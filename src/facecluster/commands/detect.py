@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
-from facecluster.commands.common import db_path, force_option, json_option, quiet_option, recording_progress
+from facecluster.commands.common import (
+    checksum_option, db_path, force_option, json_option, quiet_option, recording_progress,
+)
 from facecluster.errors import EXIT_PARTIAL
 from facecluster.output import counted
 
@@ -44,8 +46,21 @@ def report_files(report: object, quiet: bool) -> None:
             f"{len(report.failed)} failed",
             err=True,
         )
+        if report.checked:
+            click.echo(checked_line(report), err=True)
     print_failures(report.failed, stream=sys.stderr)
     print_removed_people(report.removed_people, stream=sys.stderr)
+
+
+def checked_line(report: object) -> str:
+    """What hashing files of unchanged size and mtime found (``--checksum``, or files recorded in the
+    second they were written), e.g. ``8 files with the recorded size and mtime checked by content hash:
+    1 changed``."""
+    from facecluster.pipeline import DetectReport
+
+    assert isinstance(report, DetectReport)
+    return (f"{counted(report.checked, 'file')} with the recorded size and mtime checked by content hash: "
+            f"{report.checked_changed} changed")
 
 
 def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None:
@@ -66,19 +81,23 @@ def warn_if_no_files(report: object, paths: Sequence[Path], quiet: bool) -> None
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False, path_type=Path))
 @click.option("--device", default="cpu", show_default=True, envvar="FACECLUSTER_DEVICE", help="Torch device: cpu, cuda or cuda:N.")
 @force_option
+@checksum_option
 @quiet_option
 @json_option
 @click.pass_context
-def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: bool, quiet: bool, as_json: bool) -> None:
+def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: bool, checksum: bool, quiet: bool,
+            as_json: bool) -> None:
     """Detect faces in photos (folders are walked; "-" reads paths from stdin, one a line or NUL-separated).
 
-    Stores each face with its box, landmarks, probability and aligned crop. Unchanged files are
-    skipped, moved or renamed files keep their faces; --force detects again. Files that cannot be read
-    are listed on stderr and the exit code is 3.
+    Stores each face with its box, landmarks, probability and aligned crop. Unchanged files (same
+    size and mtime) are skipped, moved or renamed files keep their faces; --checksum also hashes the
+    unchanged ones and detects again those whose content changed; --force detects everything again.
+    Files that cannot be read are listed on stderr and the exit code is 3.
 
     \b
     Example:
         facecluster detect ~/Pictures
+        facecluster detect --checksum ~/Pictures      # after restoring a backup that kept mtimes
         find ~/Pictures -name '*.jpg' -newer last-run | facecluster detect -
     """
     from facecluster.catalog import Catalog
@@ -89,12 +108,13 @@ def command(ctx: click.Context, paths: tuple[Path, ...], device: str, force: boo
 
     files = collect_paths(paths)
     with Catalog.open(db_path(ctx)) as catalog:
-        with catalog.run("detect", {"paths": [str(p) for p in files], "force": force}) as run:
+        with catalog.run("detect", {"paths": [str(p) for p in files], "force": force, "checksum": checksum}) as run:
             with progress_bar(quiet) as progress:
                 progress = recording_progress(progress, run.stats)
                 report = detect_paths(
                     catalog, files, lambda: load_detector(DetectConfig(), device, progress),
-                    config=DetectConfig(), crop_config=EmbedConfig(), force=force, progress=progress,
+                    config=DetectConfig(), crop_config=EmbedConfig(), force=force, checksum=checksum,
+                    progress=progress,
                 )
             run.stats = report.to_dict()
             run.status = "partial" if report.failed else "ok"
