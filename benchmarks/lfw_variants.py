@@ -12,7 +12,8 @@ the figure one could honestly claim for "pick the best variant". Prints ONE JSON
 Variants: ``marginN`` (our crop: box + N px of the 160 crop, bilinear), ``alignN`` (5-landmark similarity
 alignment), ``sandbergN`` (facenet's align_dataset_mtcnn geometry: N original pixels, clipped to the
 photo), ``squareN`` (the box made square first), ``bicubicN`` (as margin, bicubic resize),
-``shiftX_Y`` (margin 32, box moved by X, Y pixels).
+``shiftX_Y`` (margin 32, box moved by X, Y pixels), ``bgrN`` (as margin, colour channels reversed: a check
+that the weights expect RGB, as the TensorFlow original was trained on, and not OpenCV's BGR).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def crop(variant: str, pixels: np.ndarray, face: object) -> np.ndarray:
     x1, y1, x2, y2 = np.asarray(face.box, np.float64)  # type: ignore[attr-defined]
     if variant.startswith("margin"):
         return crop_face(pixels, face, 160, int(variant[6:]))
+    if variant.startswith("bgr"):
+        return np.ascontiguousarray(crop_face(pixels, face, 160, int(variant[3:]))[..., ::-1])
     if variant.startswith("align"):
         return crop_face(pixels, face, 160, int(variant[5:]), align=True)
     if variant.startswith("square"):
