@@ -678,6 +678,43 @@ def test_cli_out_or_run_dir_that_cannot_be_written_is_refused_before_detection(
     assert no_detection == []
 
 
+def test_cli_existing_out_is_refused_before_detection_unless_force(
+        tmp_path: Path, no_detection: list[str], weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `train --out me.pt` replaced an earlier me.pt without a word: hours of training, and the model that a
+    # catalog's vectors name.
+    from facecluster.training import trainer
+
+    lib = _library(tmp_path / "lib", n_ids=2)
+    (out := tmp_path / "me.pt").write_bytes(b"an earlier model")
+    args = ["train", "--data", str(lib), "--weights", str(weights_file), "--out", str(out), "--run-dir",
+            str(tmp_path / "run"), "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"Error: --out {out} exists: give --force to replace it, or another --out\n"
+    assert no_detection == [] and out.read_bytes() == b"an earlier model" and not (tmp_path / "run").exists()
+    # --force goes on to detection and passes the permission to the library.
+    seen: list[object] = []
+    monkeypatch.setattr(trainer, "train", lambda *a, overwrite, **k: seen.append(overwrite) or _DONE)
+    result = CliRunner().invoke(cli, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert seen == [True] and no_detection == ["detector", "data"]
+
+
+def test_train_refuses_an_existing_out_unless_overwrite_or_resume(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    (out := tmp_path / "m.pt").write_bytes(b"an earlier model")
+    with pytest.raises(ModelError, match=r"^--out .*m.pt exists: give --force to replace it, or another --out$"):
+        train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=out, run_dir=tmp_path / "r")
+    assert out.read_bytes() == b"an earlier model" and not (tmp_path / "r").exists()
+    train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=out, run_dir=tmp_path / "r", overwrite=True)
+    assert load_model_file(out)[1]["epochs"] == 1
+    # --resume continues the run that wrote this --out (here: trains it longer), so it may replace it.
+    result = train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=out, run_dir=tmp_path / "r",
+                   resume=True)
+    assert result.epochs == 2 == load_model_file(out)[1]["epochs"]
+
+
 def test_a_model_file_that_cannot_be_written_says_the_run_is_kept(tmp_path: Path, base_state: dict,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from facecluster.training import trainer

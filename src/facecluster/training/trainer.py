@@ -83,11 +83,12 @@ class TrainResult:
 
 
 def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool,
-                  out: Path | None = None) -> torch.device:
+                  out: Path | None = None, *, overwrite: bool = False) -> torch.device:
     """Refuse what ``train`` cannot do whatever the photos are; the device to train on.
 
-    Cheap, so the CLI calls it before detecting any photo (minutes to hours), and ``train`` calls it
-    first: ``check_options(TrainConfig(amp=True), base, "cpu", run_dir, False)`` raises ``ModelError``.
+    An ``out`` that exists is refused unless ``overwrite`` or ``resume``. Cheap, so the CLI calls it
+    before detecting any photo (minutes to hours), and ``train`` calls it first:
+    ``check_options(TrainConfig(amp=True), base, "cpu", run_dir, False)`` raises ``ModelError``.
     """
     dev = check_device(device)
     if (config.amp or config.compile) and dev.type != "cuda":
@@ -106,6 +107,10 @@ def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Pa
     check_writable(run_dir, f"--run-dir {run_dir}")
     if out is not None:
         check_writable(out.parent, f"--out {out}")
+        # A trained model can take hours to make again, and a catalog's vectors name the model they came
+        # from. A resumed run is the one that writes this --out (e.g. trained longer), so it may replace it.
+        if not overwrite and not resume and out.exists():
+            raise ModelError(f"--out {out} exists: give --force to replace it, or another --out")
     return dev
 
 
@@ -464,17 +469,18 @@ def _diverged(where: str, what: str, config: TrainConfig, epoch: int) -> ModelEr
 def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run_dir: Path,
           device: str = "cpu", val: ValidationSet | None = None, resume: bool = False,
           args: Mapping[str, Any] | None = None, progress: ProgressFn = null_progress,
-          on_step: StepFn | None = None) -> TrainResult:
+          on_step: StepFn | None = None, overwrite: bool = False) -> TrainResult:
     """Train a ``config.dim``-d FaceNet embedding on ``data`` with online triplet mining; write ``out``.
 
     Writes ``run_dir/args.json``, ``versions.json``, ``metrics.jsonl`` (one line per epoch; epoch 0 is
     the untrained start) and ``checkpoint.pt`` (after each epoch; ``resume=True`` continues from it).
+    An existing ``out`` is a ``ModelError`` unless ``overwrite`` (``--force``) or ``resume``.
     Example::
 
         result = train(data, TrainConfig(epochs=3), base=BaseModel(state, "casia"), out=Path("m.pt"),
                        run_dir=Path("runs/m"))
     """
-    dev = check_options(config, base, device, run_dir, resume, out)
+    dev = check_options(config, base, device, run_dir, resume, out, overwrite=overwrite)
     # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
     lr = config.resolved_lr(base.state_dict is not None and not config.freeze_backbone)
     config = replace(config, lr=lr)
