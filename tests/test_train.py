@@ -715,6 +715,20 @@ def test_train_refuses_an_existing_out_unless_overwrite_or_resume(tmp_path: Path
     assert result.epochs == 2 == load_model_file(out)[1]["epochs"]
 
 
+def test_an_out_written_by_another_run_during_training_is_kept(tmp_path: Path, base_state: dict) -> None:
+    # Two runs of a sweep given the same --out: both start before either has written it.
+    out, run = tmp_path / "m.pt", tmp_path / "r"
+    config = _config(freeze_backbone=True, epochs=1)
+    with pytest.raises(ModelError, match=rf"^--out {out} appeared during training .* and is kept; so is this run: "
+                                         rf"write its model with the same command plus --resume --run-dir {run} "):
+        train(_faces(), config, base=BaseModel(base_state, "b"), out=out, run_dir=run,
+              on_step=lambda m: out.write_bytes(b"the other run's model"))
+    assert out.read_bytes() == b"the other run's model" and (run / "checkpoint.pt").exists()
+    result = train(_faces(), config, base=BaseModel(base_state, "b"), out=tmp_path / "other.pt", run_dir=run,
+                   resume=True)
+    assert result.steps > 0 and load_model_file(tmp_path / "other.pt")[1]["epochs"] == 1
+
+
 def test_a_model_file_that_cannot_be_written_says_the_run_is_kept(tmp_path: Path, base_state: dict,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from facecluster.training import trainer

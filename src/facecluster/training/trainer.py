@@ -656,6 +656,11 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         "versions": _versions(), "crop": data.crop_key,
     }
     model.eval()
+    if not overwrite and not resume and out.exists():
+        # Absent when the run began (check_options), hours ago: another run given the same --out wrote it since.
+        raise ModelError(f"--out {out} appeared during training (another run with the same --out?) and is kept; "
+                         f"so is this run: write its model with the same command plus --resume --run-dir {run_dir} "
+                         "and another --out")
     try:
         sha = save_model_file(out, model, base=base.name, meta=meta)
     except OSError as exc:  # a full disk, or the folder changed since check_options
