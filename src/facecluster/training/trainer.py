@@ -86,10 +86,19 @@ def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Pa
                   out: Path | None = None, *, overwrite: bool = False) -> torch.device:
     """Refuse what ``train`` cannot do whatever the photos are; the device to train on.
 
-    An ``out`` that exists is refused unless ``overwrite`` or ``resume``. Cheap, so the CLI calls it
-    before detecting any photo (minutes to hours), and ``train`` calls it first:
+    An ``out`` that exists is refused unless ``overwrite`` or ``resume``. With ``resume`` the run's
+    checkpoint is read and every option that differs from the run's is named (the training faces are
+    compared by ``train``, once it has them). Quick next to detection, so the CLI calls it before
+    detecting any photo (minutes to hours), and ``train`` calls it first (library callers skip the CLI):
     ``check_options(TrainConfig(amp=True), base, "cpu", run_dir, False)`` raises ``ModelError``.
     """
+    return _checked_options(config, base, device, run_dir, resume, out, overwrite)[0]
+
+
+def _checked_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool,
+                     out: Path | None, overwrite: bool) -> tuple[torch.device, dict[str, Any] | None]:
+    """``check_options``, and the checkpoint it read to check a resume (``None`` without ``resume``), so
+    that ``train`` reads it once."""
     dev = check_device(device)
     if (config.amp or config.compile) and dev.type != "cuda":
         raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
@@ -111,7 +120,13 @@ def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Pa
         # from. A resumed run is the one that writes this --out (e.g. trained longer), so it may replace it.
         if not overwrite and not resume and out.exists():
             raise ModelError(f"--out {out} exists: give --force to replace it, or another --out")
-    return dev
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        # Last: the slowest check here (the checkpoint is up to a few hundred MB with the whole network and
+        # Adam's state), and no use until the run folder is known to hold one.
+        ckpt = _load_checkpoint(run_dir / "checkpoint.pt")
+        _check_resume(ckpt, run_dir, replace(config, lr=_step_size(config, base)), base)
+    return dev, ckpt
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -403,8 +418,21 @@ def data_fingerprint(data: FaceSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, base: BaseModel, data: FaceSet) -> None:
-    """One-line ``ModelError`` naming every option (and the data or weights) that differs from the run's."""
+def _step_size(config: TrainConfig, base: BaseModel) -> float:
+    """The learning rate the run uses (``TrainConfig.resolved_lr``): recorded, and compared on resume."""
+    return config.resolved_lr(base.state_dict is not None and not config.freeze_backbone)
+
+
+def _cannot_resume(run_dir: Path, differ: Sequence[str]) -> ModelError:
+    return ModelError(f"cannot resume: the run in {run_dir} used {', '.join(differ)}; give the same options to "
+                      "continue it, or start a new run in another --run-dir")
+
+
+def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, base: BaseModel) -> None:
+    """One-line ``ModelError`` naming every option (and the weights) that differs from the run's.
+
+    Needs no photos, so ``check_options`` runs it before detection; ``train`` compares the faces.
+    """
     if int(ckpt.get("dim", -1)) != config.dim:
         raise ModelError(f"cannot resume: the checkpoint in {run_dir} is {ckpt.get('dim')}-d, --dim is {config.dim}")
     stored = ckpt.get("config")
@@ -418,11 +446,8 @@ def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, b
               if key in stored and stored[key] != now[key]]
     if "base" in ckpt and ckpt["base"] != base.name:
         differ.append(f"--weights {ckpt['base']} (now {base.name})")
-    if "data" in ckpt and ckpt["data"] != data_fingerprint(data):
-        differ.append("the training faces (--data/--from-catalog)")
     if differ:
-        raise ModelError(f"cannot resume: the run in {run_dir} used {', '.join(differ)}; give the same options "
-                         "to continue it, or start a new run in another --run-dir")
+        raise _cannot_resume(run_dir, differ)
     done = int(ckpt["epoch"])
     if done > config.epochs:
         raise ModelError(f"cannot resume: the run in {run_dir} has already trained {done} epochs and --epochs "
@@ -480,20 +505,19 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         result = train(data, TrainConfig(epochs=3), base=BaseModel(state, "casia"), out=Path("m.pt"),
                        run_dir=Path("runs/m"))
     """
-    dev = check_options(config, base, device, run_dir, resume, out, overwrite=overwrite)
+    # With resume, the checkpoint: read (and the options checked against it) once, here.
+    dev, ckpt = _checked_options(config, base, device, run_dir, resume, out, overwrite)
     # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
-    lr = config.resolved_lr(base.state_dict is not None and not config.freeze_backbone)
+    lr = _step_size(config, base)
     config = replace(config, lr=lr)
     sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
     checkpoint_path = run_dir / "checkpoint.pt"
     metrics_path = run_dir / "metrics.jsonl"
-    # Checked before any expensive work (features, PCA), so a wrong option fails in a second.
-    ckpt: dict[str, Any] | None = None
-    if resume:
-        ckpt = _load_checkpoint(checkpoint_path)
-        _check_resume(ckpt, run_dir, config, base, data)
-    private_dir(run_dir)  # 0700: args, metrics and checkpoints all derive from the user's faces
     fingerprint = data_fingerprint(data)
+    # The one resume check that needs the photos; before any expensive work (features, PCA).
+    if ckpt is not None and "data" in ckpt and ckpt["data"] != fingerprint:
+        raise _cannot_resume(run_dir, ["the training faces (--data/--from-catalog)"])
+    private_dir(run_dir)  # 0700: args, metrics and checkpoints all derive from the user's faces
     _seed_everything(config.seed)
     model = build_model(config.dim, base, config.dropout, dev)
     frozen = config.freeze_backbone
