@@ -129,6 +129,7 @@ def test_a_named_settings_file_is_used_and_a_missing_one_is_an_error(tmp_path: P
     ("[evaluate.lfw]\nmargin = 'wide'\n", ["evaluate", "lfw"], "[evaluate.lfw] margin: 'wide' is not a valid"),
     ("[forget]\nyes = true\n", ["forget", "Ada"], "[forget] yes: --yes has no off switch"),
     ("[people]\njson = true\n", ["people"], "[people] json: --json has no off switch"),
+    ("[train]\nforce = true\n", ["train"], "[train] force: --force has no off switch"),
     ("[label]\nrename = ['Ada', 'Bob']\n", ["label", "1", "Ada"], "[label] rename: --rename is an action"),
     ("[label]\nignore-face = 3\n", ["label", "1", "Ada"], "[label] ignore-face: --ignore-face is an action"),
     ("wieghts = 1\n", ["people"], "the top level has no option 'wieghts' (options: db)"),

@@ -425,6 +425,40 @@ def test_cli_option_and_weights_errors_come_before_detection(tmp_path: Path, no_
     assert not (tmp_path / "run").exists()  # a refused --resume leaves no empty run folder behind
 
 
+def test_cli_resume_checks_that_need_no_photos_come_before_detection(
+        tmp_path: Path, no_detection: list[str], weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # They ran inside train(), after detecting the whole --data folder (minutes): only the faces need it.
+    from facecluster.commands.train import _base_model
+    from facecluster.reporting import null_progress
+    from facecluster.training import trainer
+
+    run = tmp_path / "run"
+    base = _base_model(weights_file, False, null_progress)  # named as the command names these weights
+    train(_faces(), _config(freeze_backbone=True, dim=32), base=base, out=tmp_path / "m.pt", run_dir=run)
+    (junk := tmp_path / "junk").mkdir()
+    (junk / "checkpoint.pt").write_bytes(b"an earlier run")
+    # No --lr, as in the run: both use the default step size, which the check resolves first.
+    same = ["train", "--data", str(_library(tmp_path / "lib", n_ids=2)), "--weights", str(weights_file),
+            "--out", str(tmp_path / "m.pt"), "--freeze-backbone", "--dim", "32", "-P", "2", "-K", "3", "--epochs",
+            "2", "--resume", "--run-dir", str(run), "-q"]
+    cases = {
+        "used --optimizer adagrad (now adam), --seed 0 (now 7)": ["--optimizer", "adam", "--seed", "7"],
+        "the checkpoint in {run} is 32-d, --dim is 16": ["--dim", "16"],
+        "already trained 2 epochs and --epochs 1 is fewer": ["--epochs", "1"],
+        f"checkpoint {junk / 'checkpoint.pt'} is unreadable": ["--run-dir", str(junk)],
+    }
+    for message, extra in cases.items():
+        result = CliRunner().invoke(cli, [*same, *extra])
+        assert result.exit_code == 1 and message.format(run=run) in result.stderr, (message, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert no_detection == []
+    # The same options pass these checks and go on to detection (the faces are compared by train()).
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: _DONE)
+    result = CliRunner().invoke(cli, same)
+    assert result.exit_code == 0, result.output
+    assert no_detection == ["detector", "data"]
+
+
 def test_cli_scratch_ignores_weights_from_the_environment(tmp_path: Path, fake_pipeline: None,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from facecluster.training import trainer
@@ -607,6 +641,12 @@ def test_resume_refuses_options_that_differ_and_fewer_epochs(tmp_path: Path, bas
     assert "the training faces" in resume(faces=_faces(seed=1))
     assert "-d, --dim is 64" in resume(dim=64)  # the existing check, unchanged
     assert "already trained 2 epochs and --epochs 1 is fewer" in resume(epochs=1)
+    # All but the faces are checked without them, by check_options (which the CLI calls before detection).
+    from facecluster.training.trainer import check_options
+
+    with pytest.raises(ModelError, match=r"--optimizer adam \(now adagrad\)"):
+        check_options(_config(**{**same, "optimizer": "adagrad"}), base, "cpu", run, True)
+    assert check_options(_config(**same), base, "cpu", run, True) == torch.device("cpu")
     # Options that may change: --epochs (train longer); the same total simply rewrites the model.
     result = train(faces, _config(**{**same, "epochs": 3}), base=base, out=tmp_path / "c.pt", run_dir=run, resume=True)
     assert result.epochs == 3 and [h["epoch"] for h in result.history] == [0, 1, 2, 3]
@@ -676,6 +716,57 @@ def test_cli_out_or_run_dir_that_cannot_be_written_is_refused_before_detection(
         assert result.exit_code == 1 and message in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert no_detection == []
+
+
+def test_cli_existing_out_is_refused_before_detection_unless_force(
+        tmp_path: Path, no_detection: list[str], weights_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `train --out me.pt` replaced an earlier me.pt without a word: hours of training, and the model that a
+    # catalog's vectors name.
+    from facecluster.training import trainer
+
+    lib = _library(tmp_path / "lib", n_ids=2)
+    (out := tmp_path / "me.pt").write_bytes(b"an earlier model")
+    args = ["train", "--data", str(lib), "--weights", str(weights_file), "--out", str(out), "--run-dir",
+            str(tmp_path / "run"), "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"Error: --out {out} exists: give --force to replace it, or another --out\n"
+    assert no_detection == [] and out.read_bytes() == b"an earlier model" and not (tmp_path / "run").exists()
+    # --force goes on to detection and passes the permission to the library.
+    seen: list[object] = []
+    monkeypatch.setattr(trainer, "train", lambda *a, overwrite, **k: seen.append(overwrite) or _DONE)
+    result = CliRunner().invoke(cli, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert seen == [True] and no_detection == ["detector", "data"]
+
+
+def test_train_refuses_an_existing_out_unless_overwrite_or_resume(tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    (out := tmp_path / "m.pt").write_bytes(b"an earlier model")
+    with pytest.raises(ModelError, match=r"^--out .*m.pt exists: give --force to replace it, or another --out$"):
+        train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=out, run_dir=tmp_path / "r")
+    assert out.read_bytes() == b"an earlier model" and not (tmp_path / "r").exists()
+    train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=out, run_dir=tmp_path / "r", overwrite=True)
+    assert load_model_file(out)[1]["epochs"] == 1
+    # --resume continues the run that wrote this --out (here: trains it longer), so it may replace it.
+    result = train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=out, run_dir=tmp_path / "r",
+                   resume=True)
+    assert result.epochs == 2 == load_model_file(out)[1]["epochs"]
+
+
+def test_an_out_written_by_another_run_during_training_is_kept(tmp_path: Path, base_state: dict) -> None:
+    # Two runs of a sweep given the same --out: both start before either has written it.
+    out, run = tmp_path / "m.pt", tmp_path / "r"
+    config = _config(freeze_backbone=True, epochs=1)
+    with pytest.raises(ModelError, match=rf"^--out {out} appeared during training .* and is kept; so is this run: "
+                                         rf"write its model with the same command plus --resume --run-dir {run} "):
+        train(_faces(), config, base=BaseModel(base_state, "b"), out=out, run_dir=run,
+              on_step=lambda m: out.write_bytes(b"the other run's model"))
+    assert out.read_bytes() == b"the other run's model" and (run / "checkpoint.pt").exists()
+    result = train(_faces(), config, base=BaseModel(base_state, "b"), out=tmp_path / "other.pt", run_dir=run,
+                   resume=True)
+    assert result.steps > 0 and load_model_file(tmp_path / "other.pt")[1]["epochs"] == 1
 
 
 def test_a_model_file_that_cannot_be_written_says_the_run_is_kept(tmp_path: Path, base_state: dict,

@@ -131,6 +131,8 @@ def _live(quiet: bool) -> Iterator[tuple[Any, Any]]:
                    "under the facecluster data dir).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The model file to write.")
+# Not the shared force_option ("Redo work that is already done."): here nothing is redone, a file is replaced.
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @quiet_option
 @json_option
 @click.pass_context
@@ -138,12 +140,13 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
             dim: int, freeze_backbone: bool, head_init: str, flip: bool, epochs: int, miner: str, margin: float,
             batch_identities: int, batch_faces: int, optimizer: str, lr: float, weight_decay: float, seed: int,
             device: str, amp: bool, compile_: bool, val_pairs: Path | None, val_images: Path | None,
-            run_dir: Path | None, resume: bool, out: Path, quiet: bool, as_json: bool) -> None:
+            run_dir: Path | None, resume: bool, out: Path, force: bool, quiet: bool, as_json: bool) -> None:
     """Train a FaceNet embedding with the triplet loss and online mining; write a model file.
 
     The model file works with `embed`, `cluster` and `evaluate lfw` through --model PATH.
     Identities with fewer than 2 faces are left out and reported; unreadable images are skipped
     and counted. With --val-pairs, verification accuracy and VAL at FAR=1e-3 are logged per epoch.
+    An existing --out is refused unless --force (or --resume, which continues the run that writes it).
 
     \b
     Example:
@@ -185,7 +188,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
     with _live(quiet) as (progress, on_step):
         # Everything that can be refused is refused here, before detection (minutes to hours).
         base = _base_model(weights, scratch, progress)
-        check_options(config, base, device, run_dir, resume, out)
+        check_options(config, base, device, run_dir, resume, out, overwrite=force)
         detector = _detector_factory(device, progress)
         val = None
         if val_pairs is not None and val_images is not None:
@@ -202,7 +205,7 @@ def command(ctx: click.Context, data_dir: Path | None, from_catalog: bool, weigh
         if not quiet:
             click.echo(f"Training on {summary(data, val)}", err=True)
         result = train(data, config, base=base, out=out, run_dir=run_dir, device=device, val=val, resume=resume,
-                       args=args, progress=progress, on_step=on_step)
+                       args=args, progress=progress, on_step=on_step, overwrite=force)
     if as_json:
         emit_json({**result.__dict__, "data": data.report.to_dict(),
                    "validation": None if val is None else {"pairs": len(val.same), "skipped": val.skipped_pairs,

@@ -83,12 +83,22 @@ class TrainResult:
 
 
 def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool,
-                  out: Path | None = None) -> torch.device:
+                  out: Path | None = None, *, overwrite: bool = False) -> torch.device:
     """Refuse what ``train`` cannot do whatever the photos are; the device to train on.
 
-    Cheap, so the CLI calls it before detecting any photo (minutes to hours), and ``train`` calls it
-    first: ``check_options(TrainConfig(amp=True), base, "cpu", run_dir, False)`` raises ``ModelError``.
+    An ``out`` that exists is refused unless ``overwrite`` or ``resume``. With ``resume`` the run's
+    checkpoint is read and every option that differs from the run's is named (the training faces are
+    compared by ``train``, once it has them). Quick next to detection, so the CLI calls it before
+    detecting any photo (minutes to hours), and ``train`` calls it first (library callers skip the CLI):
+    ``check_options(TrainConfig(amp=True), base, "cpu", run_dir, False)`` raises ``ModelError``.
     """
+    return _checked_options(config, base, device, run_dir, resume, out, overwrite)[0]
+
+
+def _checked_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool,
+                     out: Path | None, overwrite: bool) -> tuple[torch.device, dict[str, Any] | None]:
+    """``check_options``, and the checkpoint it read to check a resume (``None`` without ``resume``), so
+    that ``train`` reads it once."""
     dev = check_device(device)
     if (config.amp or config.compile) and dev.type != "cuda":
         raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
@@ -106,7 +116,17 @@ def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Pa
     check_writable(run_dir, f"--run-dir {run_dir}")
     if out is not None:
         check_writable(out.parent, f"--out {out}")
-    return dev
+        # A trained model can take hours to make again, and a catalog's vectors name the model they came
+        # from. A resumed run is the one that writes this --out (e.g. trained longer), so it may replace it.
+        if not overwrite and not resume and out.exists():
+            raise ModelError(f"--out {out} exists: give --force to replace it, or another --out")
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        # Last: the slowest check here (the checkpoint is up to a few hundred MB with the whole network and
+        # Adam's state), and no use until the run folder is known to hold one.
+        ckpt = _load_checkpoint(run_dir / "checkpoint.pt")
+        _check_resume(ckpt, run_dir, replace(config, lr=_step_size(config, base)), base)
+    return dev, ckpt
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -398,8 +418,21 @@ def data_fingerprint(data: FaceSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, base: BaseModel, data: FaceSet) -> None:
-    """One-line ``ModelError`` naming every option (and the data or weights) that differs from the run's."""
+def _step_size(config: TrainConfig, base: BaseModel) -> float:
+    """The learning rate the run uses (``TrainConfig.resolved_lr``): recorded, and compared on resume."""
+    return config.resolved_lr(base.state_dict is not None and not config.freeze_backbone)
+
+
+def _cannot_resume(run_dir: Path, differ: Sequence[str]) -> ModelError:
+    return ModelError(f"cannot resume: the run in {run_dir} used {', '.join(differ)}; give the same options to "
+                      "continue it, or start a new run in another --run-dir")
+
+
+def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, base: BaseModel) -> None:
+    """One-line ``ModelError`` naming every option (and the weights) that differs from the run's.
+
+    Needs no photos, so ``check_options`` runs it before detection; ``train`` compares the faces.
+    """
     if int(ckpt.get("dim", -1)) != config.dim:
         raise ModelError(f"cannot resume: the checkpoint in {run_dir} is {ckpt.get('dim')}-d, --dim is {config.dim}")
     stored = ckpt.get("config")
@@ -413,11 +446,8 @@ def _check_resume(ckpt: Mapping[str, Any], run_dir: Path, config: TrainConfig, b
               if key in stored and stored[key] != now[key]]
     if "base" in ckpt and ckpt["base"] != base.name:
         differ.append(f"--weights {ckpt['base']} (now {base.name})")
-    if "data" in ckpt and ckpt["data"] != data_fingerprint(data):
-        differ.append("the training faces (--data/--from-catalog)")
     if differ:
-        raise ModelError(f"cannot resume: the run in {run_dir} used {', '.join(differ)}; give the same options "
-                         "to continue it, or start a new run in another --run-dir")
+        raise _cannot_resume(run_dir, differ)
     done = int(ckpt["epoch"])
     if done > config.epochs:
         raise ModelError(f"cannot resume: the run in {run_dir} has already trained {done} epochs and --epochs "
@@ -464,30 +494,30 @@ def _diverged(where: str, what: str, config: TrainConfig, epoch: int) -> ModelEr
 def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run_dir: Path,
           device: str = "cpu", val: ValidationSet | None = None, resume: bool = False,
           args: Mapping[str, Any] | None = None, progress: ProgressFn = null_progress,
-          on_step: StepFn | None = None) -> TrainResult:
+          on_step: StepFn | None = None, overwrite: bool = False) -> TrainResult:
     """Train a ``config.dim``-d FaceNet embedding on ``data`` with online triplet mining; write ``out``.
 
     Writes ``run_dir/args.json``, ``versions.json``, ``metrics.jsonl`` (one line per epoch; epoch 0 is
     the untrained start) and ``checkpoint.pt`` (after each epoch; ``resume=True`` continues from it).
+    An existing ``out`` is a ``ModelError`` unless ``overwrite`` (``--force``) or ``resume``.
     Example::
 
         result = train(data, TrainConfig(epochs=3), base=BaseModel(state, "casia"), out=Path("m.pt"),
                        run_dir=Path("runs/m"))
     """
-    dev = check_options(config, base, device, run_dir, resume, out)
+    # With resume, the checkpoint: read (and the options checked against it) once, here.
+    dev, ckpt = _checked_options(config, base, device, run_dir, resume, out, overwrite)
     # The step size actually used is recorded (args.json, checkpoint, model meta), never "None".
-    lr = config.resolved_lr(base.state_dict is not None and not config.freeze_backbone)
+    lr = _step_size(config, base)
     config = replace(config, lr=lr)
     sampler = PKSampler(data.labels.tolist(), config.identities_per_batch, config.faces_per_identity, seed=config.seed)
     checkpoint_path = run_dir / "checkpoint.pt"
     metrics_path = run_dir / "metrics.jsonl"
-    # Checked before any expensive work (features, PCA), so a wrong option fails in a second.
-    ckpt: dict[str, Any] | None = None
-    if resume:
-        ckpt = _load_checkpoint(checkpoint_path)
-        _check_resume(ckpt, run_dir, config, base, data)
-    private_dir(run_dir)  # 0700: args, metrics and checkpoints all derive from the user's faces
     fingerprint = data_fingerprint(data)
+    # The one resume check that needs the photos; before any expensive work (features, PCA).
+    if ckpt is not None and "data" in ckpt and ckpt["data"] != fingerprint:
+        raise _cannot_resume(run_dir, ["the training faces (--data/--from-catalog)"])
+    private_dir(run_dir)  # 0700: args, metrics and checkpoints all derive from the user's faces
     _seed_everything(config.seed)
     model = build_model(config.dim, base, config.dropout, dev)
     frozen = config.freeze_backbone
@@ -650,6 +680,11 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         "versions": _versions(), "crop": data.crop_key,
     }
     model.eval()
+    if not overwrite and not resume and out.exists():
+        # Absent when the run began (check_options), hours ago: another run given the same --out wrote it since.
+        raise ModelError(f"--out {out} appeared during training (another run with the same --out?) and is kept; "
+                         f"so is this run: write its model with the same command plus --resume --run-dir {run_dir} "
+                         "and another --out")
     try:
         sha = save_model_file(out, model, base=base.name, meta=meta)
     except OSError as exc:  # a full disk, or the folder changed since check_options
