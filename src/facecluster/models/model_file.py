@@ -146,6 +146,15 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
         payload = torch_load(path)
     except (ValueError, OSError) as exc:
         raise ModelError(f"{path} is not a readable model file ({exc})") from exc
+    return check_model_payload(payload, path)
+
+
+def check_model_payload(payload: Any, path: Path | str) -> dict[str, Any]:
+    """``payload`` (a loaded model file) if it is a sound one, else a one-line ``ModelError`` naming ``path``.
+
+    What ``read_model_file`` checks once the file is loaded: format, version, checksum, dim, finite weights.
+    Example: ``check_model_payload(torch.load("me.pt", weights_only=True), "me.pt")["dim"]`` -> 128.
+    """
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(
             f"{path} is not a facecluster model file (pretrained weights go to --weights, trained models to --model)"
