@@ -385,6 +385,30 @@ def test_a_finished_rerun_never_loads_the_embedding_network(env: dict, tmp_path:
     assert out["cluster"]["faces"] == N_FACES
 
 
+def test_a_damaged_model_file_is_a_one_line_error(env: dict, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from facecluster.embed import open_embedder
+    from facecluster.models.inception_resnet_v1 import InceptionResnetV1
+    from facecluster.models.model_file import save_model_file
+
+    torch.manual_seed(0)
+    model = InceptionResnetV1(embedding_dim=16).eval()
+    save_model_file(path := tmp_path / "me.pt", model, base="b", meta={})
+    blob = bytearray(path.read_bytes())
+    blob[blob.find(model.last_linear.weight.detach().numpy().tobytes()) + 3] ^= 0x40  # one weight times ~1e38
+    path.write_bytes(bytes(blob))
+    monkeypatch.setattr(pipeline, "load_embedder", lambda w, m, d="cpu", c=None, p=None: open_embedder(w, m, d, c))
+    result = run(env, "cluster", str(env["root"]), "--model", str(path), "--json")
+    assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"Error: {path} is damaged: its weights do not "
+                                                                       "match the checksum written with them")
+    with Catalog.open(env["db"]) as catalog:
+        assert catalog.db.execute("SELECT status FROM runs").fetchall() == [("error",)]
+        assert catalog.db.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 0  # no vectors from it
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -12,11 +12,21 @@ import torch
 
 from facecluster.errors import ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.models.model_file import load_model_file, read_model_file, save_model_file
+from facecluster.models.model_file import load_model_file, read_model_file, save_model_file, state_sha256
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _flip_byte_in_tensor(path: Path, tensor: torch.Tensor, byte: int, mask: int) -> None:
+    """XOR ``mask`` into byte ``byte`` of ``tensor``'s data record in the file at ``path``, found by its raw bytes."""
+    blob = bytearray(path.read_bytes())
+    raw = tensor.detach().numpy().tobytes()
+    at = blob.find(raw)
+    assert at > 0 and blob.find(raw, at + 1) == -1  # stored uncompressed, once
+    blob[at + byte] ^= mask
+    path.write_bytes(bytes(blob))
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +43,7 @@ def test_round_trip_same_outputs_and_meta(tmp_path: Path, model_16: InceptionRes
     raw = torch.load(path, weights_only=True)  # only plain types and tensors inside
     assert (raw["format"], raw["version"], raw["dim"], raw["base"]) == ("facecluster-model", 1, 16, "casia-webface:415ef259")
     assert type(raw["meta"]["epochs"]) is int and type(raw["meta"]["torch"]) is str
+    assert len(raw["state_sha256"]) == 64  # the digest of the weights, checked on load
     loaded, got = load_model_file(path, "cpu")
     assert not loaded.training and loaded.embedding_dim == 16
     assert got["dim"] == 16 and got["sha256"] == sha and got["base"] == "casia-webface:415ef259"
@@ -71,6 +82,56 @@ def test_bad_files_give_one_line_model_errors(tmp_path: Path, model_16: Inceptio
         save_model_file(tmp_path / "x.pt", model_16, base="b", meta={"f": object()})
 
 
+@pytest.mark.parametrize("byte, mask", [(4 * 100, 0x01), (4 * 100 + 3, 0x40)])  # a mantissa bit, an exponent bit
+def test_a_flipped_bit_in_a_weight_is_refused_as_damaged(tmp_path: Path, model_16: InceptionResnetV1,
+                                                         byte: int, mask: int) -> None:
+    # torch.load does not check the zip's CRCs: these files loaded, with one weight off by 1e-9 or by 1e36.
+    save_model_file(path := tmp_path / "m.pt", model_16, base="b", meta={})
+    good = path.read_bytes()
+    _flip_byte_in_tensor(path, model_16.last_linear.weight, byte, mask)
+    with pytest.raises(ModelError) as info:
+        load_model_file(path, "cpu")
+    assert str(info.value) == (
+        f"{path} is damaged: its weights do not match the checksum written with them (bits changed on disk or in a "
+        "copy); write it again with the same `facecluster train` command plus --resume --run-dir DIR (its run "
+        "folder), or train again")
+    assert "\n" not in str(info.value)
+    path.write_bytes(good)  # that byte alone made the difference
+    load_model_file(path, "cpu")
+
+
+def test_the_checksum_covers_names_shapes_and_types_not_the_order(tmp_path: Path, model_16: InceptionResnetV1) -> None:
+    state = {"a": torch.arange(6, dtype=torch.float32), "b": torch.tensor([1, 2], dtype=torch.int64)}
+    digest = state_sha256(state)
+    assert state_sha256({"b": state["b"], "a": state["a"]}) == digest
+    assert state_sha256({**state, "a": state["a"].reshape(2, 3)}) != digest
+    assert state_sha256({**state, "a": state["a"].view(torch.int32)}) != digest  # same bytes, another dtype
+    assert state_sha256({"c": state["a"], "b": state["b"]}) != digest
+    assert state_sha256({**state, "a": state["a"].reshape(3, 2).t()}) == state_sha256(
+        {**state, "a": state["a"].reshape(3, 2).t().contiguous()})  # the values, not the memory layout
+    # Saved, loaded and saved again: the file's sha256 may change, the weights' digest does not.
+    save_model_file(first := tmp_path / "first.pt", model_16, base="b", meta={})
+    model, _ = load_model_file(first, "cpu")
+    save_model_file(second := tmp_path / "second.pt", model, base="b", meta={})
+    load_model_file(second, "cpu")
+    assert torch.load(second, weights_only=True)["state_sha256"] == torch.load(first, weights_only=True)["state_sha256"]
+
+
+def test_a_file_written_before_the_checksum_still_loads(tmp_path: Path, model_16: InceptionResnetV1) -> None:
+    save_model_file(path := tmp_path / "m.pt", model_16, base="b", meta={"epochs": 1})
+    payload = torch.load(path, weights_only=True)
+    del payload["state_sha256"]  # what facecluster wrote before the key existed
+    torch.save(payload, old := tmp_path / "old.pt")
+    loaded, meta = load_model_file(old, "cpu")
+    assert meta["epochs"] == 1
+    x = torch.randn(1, 3, 80, 80)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model_16(x), atol=1e-6)
+    torch.save({**payload, "state_sha256": None}, odd := tmp_path / "odd.pt")  # a key, but no digest in it
+    with pytest.raises(ModelError, match="is damaged: its weights do not match"):
+        load_model_file(odd, "cpu")
+
+
 def test_non_finite_weights_are_never_written_nor_loaded(tmp_path: Path, model_16: InceptionResnetV1) -> None:
     broken = InceptionResnetV1(embedding_dim=16).eval()
     broken.load_state_dict(model_16.state_dict())
@@ -87,6 +148,12 @@ def test_non_finite_weights_are_never_written_nor_loaded(tmp_path: Path, model_1
     with pytest.raises(ModelError, match="NaN or infinite weights .*lower --lr") as info:
         load_model_file(old, "cpu")
     assert "\n" not in str(info.value)
+    # A weight made infinite by damage to a file that carries a checksum: damaged, not diverged.
+    good = {k: v.clone() for k, v in model_16.state_dict().items()}
+    torch.save({"format": "facecluster-model", "version": 1, "dim": 16, "base": "b", "meta": {}, "state_dict": state,
+                "state_sha256": state_sha256(good)}, hit := tmp_path / "hit.pt")
+    with pytest.raises(ModelError, match="is damaged: its weights do not match the checksum"):
+        load_model_file(hit, "cpu")
 
 
 def test_embed_loader_accepts_model_files(tmp_path: Path, model_16: InceptionResnetV1) -> None:

@@ -407,7 +407,12 @@ def test_cli_option_and_weights_errors_come_before_detection(tmp_path: Path, no_
         "larger than the base embedding (512)": w + ["--dim", "600"],
         "no checkpoint.pt": w + ["--resume", "--run-dir", str(tmp_path / "run")],
         "already holds the checkpoint of an earlier run": w + ["--run-dir", str(tmp_path / "old")],
+        "damaged.pt is damaged: its weights do not match the checksum": ["--weights", str(tmp_path / "damaged.pt")],
     }
+    # A trained model to continue from, whose weights no longer match the checksum written with them.
+    torch.save({"format": "facecluster-model", "version": 1, "dim": 16, "base": "b", "meta": {},
+                "state_dict": {"last_linear.weight": torch.zeros(16, 1792)}, "state_sha256": "0" * 64},
+               tmp_path / "damaged.pt")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "checkpoint.pt").write_bytes(b"an earlier run")
     if not torch.cuda.is_available():

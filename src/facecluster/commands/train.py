@@ -34,6 +34,7 @@ def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
     """The starting point: random (``scratch``), or the state dict of ``--weights`` (a file or a weights
     name such as ``casia-webface``, resolved as ``embed --weights`` does; default vggface2)."""
     from facecluster.embed import embedder_source
+    from facecluster.models.model_file import check_model_payload
     from facecluster.training.trainer import BaseModel
     from facecluster.weights import KNOWN_SHA256, check_embedding_state_dict, load_state_dict, weights_sha256
 
@@ -42,8 +43,9 @@ def _base_model(weights: Path | None, scratch: bool, progress: Any) -> Any:
     path = embedder_source(weights=weights, progress=progress).path
     state = load_state_dict(path)
     if state.get("format") == "facecluster-model":
-        # Continue from a trained model: its state dict is the base (checked when the model is built).
-        state = state["state_dict"]
+        # Continue from a trained model, checked as --model is (a damaged or diverged one would only train
+        # into a misleading "training diverged"): its state dict is the base (shapes checked when built).
+        state = check_model_payload(state, path)["state_dict"]
     else:
         check_embedding_state_dict(state, path)
     digest = weights_sha256(path)

@@ -3,14 +3,19 @@
 Format (version 1)::
 
     {"format": "facecluster-model", "version": 1, "dim": 128, "base": "casia-webface:415ef259",
-     "state_dict": {...InceptionResnetV1 tensors...}, "meta": {...JSON-like training facts...}}
+     "state_dict": {...InceptionResnetV1 tensors...}, "meta": {...JSON-like training facts...},
+     "state_sha256": "9f2c..."}
 
     sha = save_model_file("me.pt", model, base="casia-webface:415ef259", meta={"epochs": 3})
     model, meta = load_model_file("me.pt", device="cpu")
+
+``state_sha256`` (``state_sha256()`` of the state dict, checked on load) came later within version 1: older
+facecluster versions ignore the extra key, and files written before it, which lack it, load unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import os
 import tempfile
@@ -57,6 +62,22 @@ def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
             if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """Hex sha256 of a state dict's content: each tensor's name, dtype, shape and raw bytes, by name.
+
+    Example: ``state_sha256({"w": torch.zeros(2)}) == state_sha256({"w": torch.zeros(2)})`` -> True.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        # Raw bytes through a uint8 view: numpy has no bfloat16, and .tobytes() would copy every tensor.
+        data = tensor.reshape(-1).view(torch.uint8).numpy()
+        # The header frames each tensor, so moving bytes from one tensor into the next changes the digest.
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0{data.nbytes}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
 def save_private(payload: Any, path: Path | str) -> None:
     """``torch.save`` ``payload`` to ``path`` with mode 0600, through a temporary name and a rename.
 
@@ -97,6 +118,8 @@ def save_model_file(path: Path | str, model: InceptionResnetV1, *, base: str, me
         "base": str(base),
         "state_dict": state,
         "meta": _plain(meta, "meta"),
+        # torch.load does not check the zip's CRCs: without this a flipped bit in a weight loads silently.
+        "state_sha256": state_sha256(state),
     }
     save_private(payload, path)
     return weights_sha256(path)
@@ -123,6 +146,15 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
         payload = torch_load(path)
     except (ValueError, OSError) as exc:
         raise ModelError(f"{path} is not a readable model file ({exc})") from exc
+    return check_model_payload(payload, path)
+
+
+def check_model_payload(payload: Any, path: Path | str) -> dict[str, Any]:
+    """``payload`` (a loaded model file) if it is a sound one, else a one-line ``ModelError`` naming ``path``.
+
+    What ``read_model_file`` checks once the file is loaded: format, version, checksum, dim, finite weights.
+    Example: ``check_model_payload(torch.load("me.pt", weights_only=True), "me.pt")["dim"]`` -> 128.
+    """
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(
             f"{path} is not a facecluster model file (pretrained weights go to --weights, trained models to --model)"
@@ -132,6 +164,14 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise ModelError(f"{path} has no state_dict: the file is damaged, train again")
+    # Before the checks below: a flipped exponent bit can make a weight infinite, which is damage, not divergence.
+    if "state_sha256" in payload:  # absent from files written before it was added: nothing to check them with
+        stored = payload["state_sha256"]
+        if (not isinstance(stored, str) or not all(isinstance(v, torch.Tensor) for v in state.values())
+                or state_sha256(state) != stored):
+            raise ModelError(f"{path} is damaged: its weights do not match the checksum written with them (bits "
+                             "changed on disk or in a copy); write it again with the same `facecluster train` "
+                             "command plus --resume --run-dir DIR (its run folder), or train again")
     linear = state.get("last_linear.weight")
     dim = payload.get("dim")
     if not isinstance(linear, torch.Tensor) or linear.ndim != 2 or linear.shape[0] != dim:
