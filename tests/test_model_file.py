@@ -55,6 +55,16 @@ def test_round_trip_same_outputs_and_meta(tmp_path: Path, model_16: InceptionRes
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # derived from a user's faces: owner-only
 
 
+def test_the_same_model_saved_twice_is_the_same_file(tmp_path: Path, model_16: InceptionResnetV1) -> None:
+    # A model written again from its run folder (train --resume) must keep its model id (the file's sha256),
+    # or the catalog would embed every face again; torch.save used to name the zip's records after the
+    # random temporary file.
+    first = save_model_file(tmp_path / "a.pt", model_16, base="b", meta={"epochs": 1})
+    second = save_model_file(tmp_path / "sub" / "other-name.pt", model_16, base="b", meta={"epochs": 1})
+    assert first == second
+    assert first != save_model_file(tmp_path / "c.pt", model_16, base="b", meta={"epochs": 2})
+
+
 def test_bad_files_give_one_line_model_errors(tmp_path: Path, model_16: InceptionResnetV1) -> None:
     cases = {}
     cases["missing"] = tmp_path / "nope.pt"

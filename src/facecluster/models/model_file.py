@@ -90,7 +90,11 @@ def save_private(payload: Any, path: Path | str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        # Through a file object, not the name: torch.save names the zip's records after a file's name (here
+        # the random temporary one), so the same payload saved twice would differ in bytes, and a model
+        # written again from its run folder would get a new sha256, i.e. a new model id for the catalog.
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
