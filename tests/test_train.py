@@ -22,6 +22,7 @@ from facecluster.models.model_file import load_model_file
 from facecluster.training import data as data_module
 from facecluster.training.data import DataReport, FaceSet, ValidationSet, load_catalog_dataset
 from facecluster.training.trainer import BaseModel, TrainResult, build_model, train
+from facecluster.weights import torch_load
 from tests.fakes import FakeFace
 
 SIZE = 80  # small crops keep the random-weight InceptionResnetV1 fast on two cores
@@ -849,3 +850,34 @@ def test_two_runs_started_in_the_same_second_get_their_own_default_run_folder(
                                           "--out", str(tmp_path / f"m{pid}.pt"), "-q"])
         assert result.exit_code == 0, result.output
     assert len(set(seen)) == 2 and seen[0].name.startswith("train-20261122-143213"), seen
+
+
+def test_resume_refuses_a_damaged_or_foreign_checkpoint_and_rewrites_the_same_model(
+        tmp_path: Path, base_state: dict) -> None:
+    faces = _faces()
+    base = BaseModel(base_state, "b")
+    run = tmp_path / "r"
+    train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=tmp_path / "a.pt", run_dir=run)
+    # Written again from the run folder (e.g. after the first write failed), the model is the same file:
+    # the same sha256, so the same model id, and the catalog keeps its vectors.
+    again = train(faces, _config(freeze_backbone=True, epochs=1), base=base, out=tmp_path / "b.pt", run_dir=run,
+                  resume=True)
+    assert again.sha256 == load_model_file(tmp_path / "a.pt")[1]["sha256"]
+    ckpt_path = run / "checkpoint.pt"
+    good = ckpt_path.read_bytes()
+    weight = max(torch_load(ckpt_path)["model"].values(), key=lambda t: t.numel())
+    blob = bytearray(good)
+    at = blob.find(weight.numpy().tobytes())
+    assert at > 0
+    blob[at + 2] ^= 0x10  # one flipped bit, as a failing disk or copy makes it: torch.load does not notice
+    ckpt_path.write_bytes(bytes(blob))
+    with pytest.raises(ModelError, match=r"^cannot resume: checkpoint .* is damaged \(its weights do not match the "
+                                         r"checksum written with them\); start a new run without --resume$"):
+        train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=tmp_path / "c.pt", run_dir=run,
+              resume=True)
+    torch.save([1, 2], ckpt_path)  # loads with weights_only, but is no checkpoint of ours
+    with pytest.raises(ModelError, match=r"^cannot resume: .* is not a facecluster training checkpoint; start without "
+                                         r"--resume$"):
+        train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=tmp_path / "c.pt", run_dir=run,
+              resume=True)
+    assert not (tmp_path / "c.pt").exists()

@@ -37,7 +37,7 @@ from facecluster import __version__
 from facecluster.config import TrainConfig
 from facecluster.errors import DataError, ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.models.model_file import non_finite_tensors, save_model_file, save_private
+from facecluster.models.model_file import non_finite_tensors, save_model_file, save_private, state_sha256
 from facecluster.privacy import private_dir
 from facecluster.reporting import ProgressFn, null_progress
 from facecluster.training.data import FaceSet, ValidationSet
@@ -388,9 +388,22 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     from facecluster.weights import torch_load
 
     try:
-        return torch_load(path)
+        ckpt = torch_load(path)
     except (ValueError, OSError) as exc:
         raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start without --resume") from exc
+    if not isinstance(ckpt, dict) or not _CHECKPOINT_KEYS <= ckpt.keys() or not isinstance(ckpt["model"], dict):
+        raise ModelError(f"cannot resume: {path} is not a facecluster training checkpoint; start without --resume")
+    # As in model files: torch.load does not check the zip's CRCs, so a flipped bit would resume silently.
+    # Checkpoints written before the checksum have none to check.
+    if "model_sha256" in ckpt and (not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())
+                                   or state_sha256(ckpt["model"]) != ckpt["model_sha256"]):
+        raise ModelError(f"cannot resume: checkpoint {path} is damaged (its weights do not match the checksum "
+                         "written with them); start a new run without --resume")
+    return ckpt
+
+
+#: What every checkpoint ``train`` writes holds (and resuming reads).
+_CHECKPOINT_KEYS = frozenset({"epoch", "dim", "model", "optimizer"})
 
 
 #: TrainConfig fields a resumed run must share with the original, and the option that sets each. The
@@ -669,7 +682,8 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         # Private (0600) like the model file: these weights are derived from the user's faces. Written to a
         # temporary name and renamed, so a crash mid-save keeps the previous checkpoint. "config", "base" and
         # "data" let --resume refuse to mix runs.
-        save_private({"epoch": epoch, "dim": config.dim, "model": state, "optimizer": optimizer.state_dict(),
+        save_private({"epoch": epoch, "dim": config.dim, "model": state, "model_sha256": state_sha256(state),
+                      "optimizer": optimizer.state_dict(),
                       "history": history, "config": asdict(config), "base": base.name, "data": fingerprint},
                      checkpoint_path)
 
