@@ -759,6 +759,22 @@ def test_train_refuses_an_existing_out_unless_overwrite_or_resume(tmp_path: Path
     result = train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=out, run_dir=tmp_path / "r",
                    resume=True)
     assert result.epochs == 2 == load_model_file(out)[1]["epochs"]
+    # But only its own: resuming one run onto the model another run wrote is refused, as is any other file.
+    other = tmp_path / "other.pt"
+    train(faces, _config(freeze_backbone=True, epochs=1, seed=5), base=base, out=other, run_dir=tmp_path / "r2")
+    before = other.read_bytes()
+    not_ours = r"exists and is not this run's model: give --force to replace it, or another --out$"
+    with pytest.raises(ModelError, match=r"^--out .*other.pt " + not_ours):
+        train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=other, run_dir=tmp_path / "r",
+              resume=True)
+    assert other.read_bytes() == before
+    (junk := tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelError, match=r"^--out .*notes.txt " + not_ours):
+        train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=junk, run_dir=tmp_path / "r",
+              resume=True)
+    result = train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=other, run_dir=tmp_path / "r",
+                   resume=True, overwrite=True)
+    assert load_model_file(other)[1]["epochs"] == 3
 
 
 def test_an_out_written_by_another_run_during_training_is_kept(tmp_path: Path, base_state: dict) -> None:
@@ -871,13 +887,26 @@ def test_resume_refuses_a_damaged_or_foreign_checkpoint_and_rewrites_the_same_mo
     assert at > 0
     blob[at + 2] ^= 0x10  # one flipped bit, as a failing disk or copy makes it: torch.load does not notice
     ckpt_path.write_bytes(bytes(blob))
-    with pytest.raises(ModelError, match=r"^cannot resume: checkpoint .* is damaged \(its weights do not match the "
-                                         r"checksum written with them\); start a new run without --resume$"):
+    damaged = (r"^cannot resume: checkpoint .* is damaged \(its weights or optimizer state do not match the "
+               r"checksum written with them\); start a new run in another --run-dir$")
+    with pytest.raises(ModelError, match=damaged):
+        train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=tmp_path / "c.pt", run_dir=run,
+              resume=True)
+    # The optimizer's state (Adagrad's running sums) too: a wrong one derails training as surely.
+    ckpt_path.write_bytes(good)
+    sums = [v for slots in torch_load(ckpt_path)["optimizer"]["state"].values() for v in slots.values()
+            if isinstance(v, torch.Tensor) and v.numel() > 8]
+    blob = bytearray(good)
+    at = blob.find(sums[0].numpy().tobytes())
+    assert at > 0
+    blob[at + 3] ^= 0x40
+    ckpt_path.write_bytes(bytes(blob))
+    with pytest.raises(ModelError, match=damaged):
         train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=tmp_path / "c.pt", run_dir=run,
               resume=True)
     torch.save([1, 2], ckpt_path)  # loads with weights_only, but is no checkpoint of ours
-    with pytest.raises(ModelError, match=r"^cannot resume: .* is not a facecluster training checkpoint; start without "
-                                         r"--resume$"):
+    with pytest.raises(ModelError, match=r"^cannot resume: .* is not a facecluster training checkpoint; start a new "
+                                         r"run in another --run-dir$"):
         train(faces, _config(freeze_backbone=True, epochs=2), base=base, out=tmp_path / "c.pt", run_dir=run,
               resume=True)
     assert not (tmp_path / "c.pt").exists()

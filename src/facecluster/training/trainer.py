@@ -23,6 +23,7 @@ import platform
 import random
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -98,7 +99,7 @@ def check_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Pa
 def _checked_options(config: TrainConfig, base: BaseModel, device: str, run_dir: Path, resume: bool,
                      out: Path | None, overwrite: bool) -> tuple[torch.device, dict[str, Any] | None]:
     """``check_options``, and the checkpoint it read to check a resume (``None`` without ``resume``), so
-    that ``train`` reads it once."""
+    that ``train`` need not read it again (the CLI's own ``check_options`` call, earlier, reads it too)."""
     dev = check_device(device)
     if (config.amp or config.compile) and dev.type != "cuda":
         raise ModelError("--amp and --compile need --device cuda (bf16 autocast and torch.compile are CUDA-only here)")
@@ -116,17 +117,38 @@ def _checked_options(config: TrainConfig, base: BaseModel, device: str, run_dir:
     check_writable(run_dir, f"--run-dir {run_dir}")
     if out is not None:
         check_writable(out.parent, f"--out {out}")
-        # A trained model can take hours to make again, and a catalog's vectors name the model they came
-        # from. A resumed run is the one that writes this --out (e.g. trained longer), so it may replace it.
-        if not overwrite and not resume and out.exists():
-            raise ModelError(f"--out {out} exists: give --force to replace it, or another --out")
     ckpt: dict[str, Any] | None = None
     if resume:
-        # Last: the slowest check here (the checkpoint is up to a few hundred MB with the whole network and
+        # The slowest check here (the checkpoint is up to a few hundred MB with the whole network and
         # Adam's state), and no use until the run folder is known to hold one.
         ckpt = _load_checkpoint(run_dir / "checkpoint.pt")
         _check_resume(ckpt, run_dir, replace(config, lr=_step_size(config, base)), base)
+    # A trained model can take hours to make again, and a catalog's vectors name the model they came from.
+    # Only this run's own model (written by it before, e.g. trained longer now) is replaced unasked.
+    if out is not None and not overwrite and not _own_model(out, None if ckpt is None else ckpt.get("run_id")):
+        whose = " and is not this run's model" if resume else ""
+        raise ModelError(f"--out {out} exists{whose}: give --force to replace it, or another --out")
     return dev, ckpt
+
+
+def _own_model(out: Path, run_id: str | None) -> bool:
+    """True when ``out`` does not exist or is the model file written by the run ``run_id``.
+
+    Reads only the file's meta (a model whose weights are damaged still says which run wrote it, so
+    writing it again from that run's folder works). Anything unreadable is not ours.
+    """
+    if not out.exists() and not out.is_symlink():
+        return True
+    if run_id is None:
+        return False
+    from facecluster.weights import torch_load
+
+    try:
+        payload = torch_load(out)
+    except Exception:  # noqa: BLE001 - any file we cannot read as a model file is someone else's
+        return False
+    meta = payload.get("meta") if isinstance(payload, dict) else None
+    return isinstance(meta, dict) and meta.get("run_id") == run_id
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -390,16 +412,31 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch_load(path)
     except (ValueError, OSError) as exc:
-        raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start without --resume") from exc
+        raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start a new run in another --run-dir") from exc
     if not isinstance(ckpt, dict) or not _CHECKPOINT_KEYS <= ckpt.keys() or not isinstance(ckpt["model"], dict):
-        raise ModelError(f"cannot resume: {path} is not a facecluster training checkpoint; start without --resume")
+        raise ModelError(f"cannot resume: {path} is not a facecluster training checkpoint; start a new run in "
+                         "another --run-dir")
     # As in model files: torch.load does not check the zip's CRCs, so a flipped bit would resume silently.
     # Checkpoints written before the checksum have none to check.
-    if "model_sha256" in ckpt and (not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())
-                                   or state_sha256(ckpt["model"]) != ckpt["model_sha256"]):
-        raise ModelError(f"cannot resume: checkpoint {path} is damaged (its weights do not match the checksum "
-                         "written with them); start a new run without --resume")
+    if "state_sha256" in ckpt:
+        try:
+            digest = state_sha256(_checkpoint_tensors(ckpt["model"], ckpt["optimizer"]))
+        except (AttributeError, TypeError, KeyError):  # not tensors where tensors belong
+            digest = ""
+        if digest != ckpt["state_sha256"]:
+            raise ModelError(f"cannot resume: checkpoint {path} is damaged (its weights or optimizer state do not "
+                             "match the checksum written with them); start a new run in another --run-dir")
     return ckpt
+
+
+def _checkpoint_tensors(model: Mapping[str, Any], optimizer: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint resumes from, by name: the weights and the optimizer's per-parameter state
+    (Adagrad's sums, Adam's moments and steps), which a flipped bit would quietly derail."""
+    tensors = {f"model.{name}": value for name, value in model.items()}
+    for param, slots in optimizer["state"].items():
+        tensors.update({f"optimizer.{param}.{slot}": value for slot, value in slots.items()
+                        if isinstance(value, torch.Tensor)})
+    return tensors
 
 
 #: What every checkpoint ``train`` writes holds (and resuming reads).
@@ -564,6 +601,8 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         p.requires_grad_(not frozen or name.startswith(HEAD_PREFIXES))
     optimizer = _make_optimizer(config.optimizer, params, lr, config.weight_decay)
     history: list[dict[str, Any]] = []
+    # Names the run in its checkpoints and model file, so a resume may replace its own --out but no other.
+    run_id = str(ckpt.get("run_id") or uuid.uuid4().hex) if ckpt is not None else uuid.uuid4().hex
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=not frozen)
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -682,8 +721,9 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         # Private (0600) like the model file: these weights are derived from the user's faces. Written to a
         # temporary name and renamed, so a crash mid-save keeps the previous checkpoint. "config", "base" and
         # "data" let --resume refuse to mix runs.
-        save_private({"epoch": epoch, "dim": config.dim, "model": state, "model_sha256": state_sha256(state),
-                      "optimizer": optimizer.state_dict(),
+        optimizer_state = optimizer.state_dict()
+        save_private({"epoch": epoch, "dim": config.dim, "model": state, "optimizer": optimizer_state,
+                      "state_sha256": state_sha256(_checkpoint_tensors(state, optimizer_state)), "run_id": run_id,
                       "history": history, "config": asdict(config), "base": base.name, "data": fingerprint},
                      checkpoint_path)
 
@@ -691,11 +731,11 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         "epochs": config.epochs, "miner": config.miner, "margin": config.margin, "optimizer": config.optimizer,
         "lr": config.lr, "seed": config.seed, "freeze_backbone": frozen, "head_init": config.head_init,
         "identities": len(sampler.members), "faces": sampler.n_faces, "history": history,
-        "versions": _versions(), "crop": data.crop_key,
+        "versions": _versions(), "crop": data.crop_key, "run_id": run_id,
     }
     model.eval()
-    if not overwrite and not resume and out.exists():
-        # Absent when the run began (check_options), hours ago: another run given the same --out wrote it since.
+    if not overwrite and not _own_model(out, run_id):
+        # Absent (or this run's) when the run began, hours ago: another run given the same --out wrote it since.
         raise ModelError(f"--out {out} appeared during training (another run with the same --out?) and is kept; "
                          f"so is this run: write its model with the same command plus --resume --run-dir {run_dir} "
                          "and another --out")
