@@ -60,8 +60,8 @@ def crop(variant: str, pixels: np.ndarray, face: object) -> np.ndarray:
     x1, y1, x2, y2 = np.asarray(face.box, np.float64)  # type: ignore[attr-defined]
     if variant.startswith("margin"):
         return crop_face(pixels, face, 160, int(variant[6:]))
-    if variant.startswith("bgr"):
-        return np.ascontiguousarray(crop_face(pixels, face, 160, int(variant[3:]))[..., ::-1])
+    if variant.startswith("bgr"):  # the margin crop; ``features`` reverses the channels of every crop
+        return crop_face(pixels, face, 160, int(variant[3:]))
     if variant.startswith("align"):
         return crop_face(pixels, face, 160, int(variant[5:]), align=True)
     if variant.startswith("square"):
@@ -110,7 +110,10 @@ def features(variant: str, paths: list[Path], found: dict[Path, list], weights: 
                 crops.append(crop(variant, pixels, chosen))
             else:
                 crops.append(crop_face(pixels, centre_face(pixels.shape[:2]), 160, 32))
-        f = embedder.raw_features(np.stack(crops), mirror=True)  # the shipped inference path and precision
+        batch = np.stack(crops)
+        if variant.startswith("bgr"):  # every crop, the centre crops of faceless images too
+            batch = np.ascontiguousarray(batch[..., ::-1])
+        f = embedder.raw_features(batch, mirror=True)  # the shipped inference path and precision
         for i, path in enumerate(chunk):
             out[path] = (f[i], f[len(chunk) + i])
     with file.open("wb") as f:
