@@ -74,7 +74,7 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
         data = tensor.reshape(-1).view(torch.uint8).numpy()
         # The header frames each tensor, so moving bytes from one tensor into the next changes the digest.
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0{data.nbytes}\0".encode())
-        digest.update(memoryview(data))
+        digest.update(data.data)  # the array's own buffer, no copy
     return digest.hexdigest()
 
 
