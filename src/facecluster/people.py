@@ -671,7 +671,13 @@ def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
 
 
 def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
-    """"Not this person" (``label --reject FACE``): the face leaves its person and cluster for good."""
+    """"Not this person" (``label --reject FACE``): the face leaves its person and cluster for good.
+
+    The next ``cluster`` run (incremental is enough) places it again: another cluster or a new one, never
+    that person's. Example::
+
+        reject_face(catalog, 1234)  # {'face': 1234, 'rejected_person_id': 3, 'removed': None}
+    """
     with catalog.transaction() as conn:
         _, person, _ = _face_row(conn, face_id)
         if person is None:
@@ -680,8 +686,11 @@ def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
             "INSERT OR IGNORE INTO face_rejections (face_id, person_id, created_at) VALUES (?, ?, ?)",
             [face_id, person, now()],
         )
+        # Forget that clustering saw it (as for an unignored face): otherwise a plain run would call the
+        # library unchanged and leave the face alone until a new photo or `--full` came along.
         conn.execute(
-            "UPDATE faces SET person_id = NULL, person_source = NULL, cluster_id = NULL WHERE id = ?", [face_id]
+            "UPDATE faces SET person_id = NULL, person_source = NULL, cluster_id = NULL, clustered_with = NULL "
+            "WHERE id = ?", [face_id]
         )
         _update_sizes(conn)
         return {"face": face_id, "rejected_person_id": person, "removed": _remove_if_faceless(conn, person)}
