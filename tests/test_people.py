@@ -423,3 +423,18 @@ def test_rejected_faces_are_placed_again_at_the_next_plain_clustering() -> None:
     c, d = clusters_of(catalog, ids[3:])
     assert c == d and c != a and person_of(catalog, ids[3]) is None
     assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"
+
+
+def test_assigned_counts_new_faces_only_and_earlier_lone_faces_apart() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a = clusters_of(catalog, ids)[0]
+    # An earlier run left this face alone (full average linkage can, where the 5-nearest assignment
+    # rule later accepts it): every incremental run offers such faces to the known clusters again.
+    with catalog.transaction() as conn:
+        conn.execute("UPDATE faces SET cluster_id = NULL WHERE id = ?", [ids[2]])
+    new = add_faces(catalog, [[0]], seed=7)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert clusters_of(catalog, [ids[2], new[0]]) == [a, a]
+    assert (report.assigned, report.assigned_earlier) == (1, 1)  # one new face, not two

@@ -71,6 +71,7 @@ class ClusterReport:
     clustered: int = 0  # faces in a cluster now
     noise: int = 0  # eligible faces in no cluster (alone, or in a group below the minimum size)
     assigned: int = 0  # incremental: new faces that joined an existing cluster
+    assigned_earlier: int = 0  # incremental: faces an earlier run left alone that joined an existing cluster
     clusters: int = 0
     new_clusters: int = 0
     named_clusters: int = 0
@@ -333,7 +334,12 @@ def _cluster_incremental(
             continue
         cluster_photos[c].add(int(faces.photo[i]))
         assignment[i] = c
-        report.assigned += 1
+        # Faces an earlier run left alone are offered to the known clusters again: counted apart, so
+        # "new faces" never counts more faces than the run brought.
+        if faces.seen[i]:
+            report.assigned_earlier += 1
+        else:
+            report.assigned += 1
     rest = new_index[assigned < 0]
     labels = np.full(len(rest), -1, dtype=np.int64)
     if len(rest):
