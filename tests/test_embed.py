@@ -41,6 +41,21 @@ def crops(n: int, size: int = 96, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
+def test_naming_pretrained_weights_does_not_import_torch(weights_file: Path) -> None:
+    # A re-run over an unchanged library only names the model (a hash of the file): importing torch
+    # would add about 2 s to a run that has nothing to do.
+    import subprocess
+    import sys
+
+    child = (
+        "import sys; from facecluster.embed import open_embedder; "
+        f"print(open_embedder(weights={str(weights_file)!r}).model_id, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    model_id, imported = done.stdout.split()
+    assert model_id.startswith("casia-webface:") and imported == "False"
+
+
 def test_a_model_giving_non_finite_vectors_is_refused(network: InceptionResnetV1) -> None:
     broken = InceptionResnetV1().eval()
     broken.load_state_dict(network.state_dict())

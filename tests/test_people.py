@@ -404,3 +404,37 @@ def test_names_with_invisible_joiners_between_visible_characters_are_kept() -> N
     (a,) = set(clusters_of(catalog, ids))
     for name in ("\U0001f469\u200d\U0001f52c Ada", "\u0645\u06cc\u200c\u0631\u0648\u0632", "Zoë Ñúñez", "1"):
         assert name_cluster(catalog, a, name)["person"] == name
+
+
+def test_rejected_faces_are_placed_again_at_the_next_plain_clustering() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a = clusters_of(catalog, ids)[0]
+    # A look-alike pair clustered in with Ada (as real clustering sometimes does), named with her.
+    with catalog.transaction() as conn:
+        conn.execute("UPDATE faces SET cluster_id = ? WHERE id IN (?, ?)", [a, ids[3], ids[4]])
+    name_cluster(catalog, a, "Ada")
+    reject_face(catalog, ids[3])
+    reject_face(catalog, ids[4])
+    # No new photo: the plain run still places them (together, never back with Ada), as after an unignore.
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert report.mode == "incremental" and report.noise == 0
+    c, d = clusters_of(catalog, ids[3:])
+    assert c == d and c != a and person_of(catalog, ids[3]) is None
+    assert cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms()).mode == "unchanged"
+
+
+def test_assigned_counts_new_faces_only_and_earlier_lone_faces_apart() -> None:
+    catalog = Catalog.open(None)
+    ids = add_faces(catalog, [[0], [0], [0], [1], [1]])
+    cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    a = clusters_of(catalog, ids)[0]
+    # An earlier run left this face alone (full average linkage can, where the 5-nearest assignment
+    # rule later accepts it): every incremental run offers such faces to the known clusters again.
+    with catalog.transaction() as conn:
+        conn.execute("UPDATE faces SET cluster_id = NULL WHERE id = ?", [ids[2]])
+    new = add_faces(catalog, [[0]], seed=7)
+    report = cluster_catalog(catalog, MODEL, CONFIG, algorithms=FakeAlgorithms())
+    assert clusters_of(catalog, [ids[2], new[0]]) == [a, a]
+    assert (report.assigned, report.assigned_earlier) == (1, 1)  # one new face, not two

@@ -243,12 +243,15 @@ class EmbedderSource:
 def embedder_source(weights: Path | None = None, model_path: Path | None = None, config: EmbedConfig = EmbedConfig(),
                     progress: ProgressFn = null_progress) -> EmbedderSource:
     """Resolve ``--weights``/``--model`` to a file (downloading published weights if need be) and name it."""
-    from facecluster.models.model_file import check_model_path
     from facecluster.weights import EMBEDDING_NAMES, resolve_weights, weights_sha256
 
     if weights is not None and model_path is not None:
         raise ModelError("give either --weights (pretrained) or --model (trained), not both")
     if model_path is not None:
+        # Imported here: model_file imports torch (~2 s), which a re-run with --weights over an unchanged
+        # library must not pay (it only hashes the weights file to name the model).
+        from facecluster.models.model_file import check_model_path
+
         path = Path(model_path)
         check_model_path(path)
         return EmbedderSource(path, True, f"trained:{weights_sha256(path)[:8]}")

@@ -71,6 +71,7 @@ class ClusterReport:
     clustered: int = 0  # faces in a cluster now
     noise: int = 0  # eligible faces in no cluster (alone, or in a group below the minimum size)
     assigned: int = 0  # incremental: new faces that joined an existing cluster
+    assigned_earlier: int = 0  # incremental: faces an earlier run left alone that joined an existing cluster
     clusters: int = 0
     new_clusters: int = 0
     named_clusters: int = 0
@@ -333,7 +334,12 @@ def _cluster_incremental(
             continue
         cluster_photos[c].add(int(faces.photo[i]))
         assignment[i] = c
-        report.assigned += 1
+        # Faces an earlier run left alone are offered to the known clusters again: counted apart, so
+        # "new faces" never counts more faces than the run brought.
+        if faces.seen[i]:
+            report.assigned_earlier += 1
+        else:
+            report.assigned += 1
     rest = new_index[assigned < 0]
     labels = np.full(len(rest), -1, dtype=np.int64)
     if len(rest):
@@ -671,7 +677,13 @@ def move_face(catalog: Catalog, face_id: int, name: str) -> dict[str, Any]:
 
 
 def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
-    """"Not this person" (``label --reject FACE``): the face leaves its person and cluster for good."""
+    """"Not this person" (``label --reject FACE``): the face leaves its person and cluster for good.
+
+    The next ``cluster`` run (incremental is enough) places it again: another cluster or a new one, never
+    that person's. Example::
+
+        reject_face(catalog, 1234)  # {'face': 1234, 'rejected_person_id': 3, 'removed': None}
+    """
     with catalog.transaction() as conn:
         _, person, _ = _face_row(conn, face_id)
         if person is None:
@@ -680,8 +692,11 @@ def reject_face(catalog: Catalog, face_id: int) -> dict[str, Any]:
             "INSERT OR IGNORE INTO face_rejections (face_id, person_id, created_at) VALUES (?, ?, ?)",
             [face_id, person, now()],
         )
+        # Forget that clustering saw it (as for an unignored face): otherwise a plain run would call the
+        # library unchanged and leave the face alone until a new photo or `--full` came along.
         conn.execute(
-            "UPDATE faces SET person_id = NULL, person_source = NULL, cluster_id = NULL WHERE id = ?", [face_id]
+            "UPDATE faces SET person_id = NULL, person_source = NULL, cluster_id = NULL, clustered_with = NULL "
+            "WHERE id = ?", [face_id]
         )
         _update_sizes(conn)
         return {"face": face_id, "rejected_person_id": person, "removed": _remove_if_faceless(conn, person)}

@@ -46,6 +46,7 @@ def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
     table.add_row("faces alone (no cluster)", str(cluster["noise"]))
     if cluster["mode"] == "incremental":
         table.add_row("new faces joining known clusters", str(cluster["assigned"]))
+        table.add_row("faces alone before, joining now", str(cluster["assigned_earlier"]))
     table.add_row("clusters (new)", f"{cluster['clusters']} ({cluster['new_clusters']})")
     table.add_row("named clusters / people", f"{cluster['named_clusters']} / {cluster['people']}")
     stderr_console.print(table)
