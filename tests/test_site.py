@@ -392,6 +392,15 @@ def test_refuses_a_non_empty_folder_that_is_not_a_site(library: Library, tmp_pat
     assert (out / "notes.txt").exists()
 
 
+def test_show_says_how_many_pages_a_rerun_rewrote(library: Library, tmp_path: Path) -> None:
+    args = ["--db", str(library.db), "show", "--out", str(tmp_path / "site")]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    pages = int(re.search(r"Wrote (\d+) pages for", first.stderr).group(1))  # type: ignore[union-attr]
+    again = CliRunner().invoke(cli, args)  # nothing changed in the catalog: no page is written again
+    assert f"Wrote 0 of {pages} pages ({pages} unchanged) for " in again.stderr
+
+
 def test_show_command_json_and_db_prefix(library: Library, tmp_path: Path) -> None:
     out = tmp_path / "site"
     result = CliRunner().invoke(cli, ["--db", str(library.db), "show", "--out", str(out), "--json", "-q"])

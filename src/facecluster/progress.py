@@ -17,15 +17,31 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from facecluster.reporting import ProgressFn, null_progress
 
 stderr_console = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """Items per second over rich's recent window (photos for detect, faces for embed), blank until known.
+
+    Example: ``Progress(BarColumn(), RateColumn())`` draws ``… 26.7/s``.
+    """
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed  # update() never sets finished_speed, only advance()
+        if speed is None:
+            return Text("")
+        return Text(f"{speed:.1f}/s" if speed < 100 else f"{speed:.0f}/s", style="progress.data.speed")
 
 
 @contextmanager
@@ -38,6 +54,7 @@ def progress_bar(quiet: bool = False) -> Iterator[ProgressFn]:
         TextColumn("[bold]{task.description:<10}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
@@ -46,6 +63,8 @@ def progress_bar(quiet: bool = False) -> Iterator[ProgressFn]:
 
         def report(stage: str, done: int, total: int | None) -> None:
             if stage not in tasks:
+                if total == 0:  # nothing to do in this stage (cluster embeds inside detect): no empty "0/0" bar
+                    return
                 tasks[stage] = bars.add_task(stage, total=total)
             bars.update(tasks[stage], completed=done, total=total)
 

@@ -79,8 +79,12 @@ def command(ctx: click.Context, out: Path | None, open_browser: bool, quiet: boo
     if as_json:
         emit_json(summary.as_dict())
     if not quiet:
+        # A re-run rewrites only the pages whose content changed: say so, not "Wrote 5996 pages" for none.
+        unchanged = summary.pages_unchanged
+        pages = (f"{summary.pages - unchanged} of {counted(summary.pages, 'page')} ({unchanged} unchanged)"
+                 if unchanged else counted(summary.pages, 'page'))
         click.echo(
-            f"Wrote {counted(summary.pages, 'page')} for {counted(summary.people, 'person', 'people')}, "
+            f"Wrote {pages} for {counted(summary.people, 'person', 'people')}, "
             f"{counted(summary.clusters, 'cluster')} and {counted(summary.faces, 'face')} "
             f"({summary.thumbs_made} new thumbnails, {summary.thumbs_reused} reused): "
             f"{summary.index}",
