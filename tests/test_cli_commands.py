@@ -86,6 +86,17 @@ def test_second_run_does_no_work(env: dict) -> None:
     assert len(env["detectors"]) == 1  # the detector was not even built the second time
 
 
+def test_a_deleted_photo_is_said_and_its_faces_kept(env: dict) -> None:
+    run(env, "cluster", str(env["root"]))
+    (env["root"] / "2021" / "d1.png").unlink()
+    result = run(env, "detect", str(env["root"]))
+    assert ("1 photo recorded under these folders was not found (deleted, moved away or on a disk not mounted): "
+            "their faces and names are kept") in result.stderr
+    out = json.loads(run(env, "cluster", str(env["root"]), "--json").stdout)
+    assert out["detect"]["missing"] == 1 and out["cluster"]["faces"] == N_FACES
+    assert "photos not found (faces kept)" in run(env, "cluster", str(env["root"])).stderr
+
+
 def test_detect_embed_cluster_separately_and_stdin_paths(env: dict) -> None:
     paths = "\n".join(str(p) for p in sorted(env["root"].rglob("*.png"))) + "\n"
     result = run(env, "detect", "-", "--json", input=paths)

@@ -627,6 +627,20 @@ def test_a_photo_left_without_a_path_by_an_interrupted_run_is_forgotten(library:
     assert conn.execute("SELECT count(*) FROM photos WHERE id = ?", [orphan]).fetchone()[0] == 0
 
 
+def test_photos_deleted_from_the_folders_walked_are_counted_and_keep_their_faces(library: Path) -> None:
+    catalog = Catalog.open(None)
+    assert detect_paths(catalog, [library], FakeDetector(), crop=fake_crop).missing == 0
+    faces = catalog.db.execute("SELECT count(*) FROM faces").fetchone()[0]
+    (library / "2021" / "d1.png").unlink()
+    (library / "2020" / "trip" / "b1.png").unlink()
+    report = detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    assert report.missing == 2 and report.skipped == len(LIBRARY) - 2
+    assert catalog.db.execute("SELECT count(*) FROM faces").fetchone()[0] == faces  # kept: maybe a disk unplugged
+    # Counted once when a folder and one inside it are both given; not at all where they were not walked.
+    assert detect_paths(catalog, [library, library / "2021"], FakeDetector(), crop=fake_crop).missing == 2
+    assert detect_paths(catalog, [library / "2020" / "a1.png"], FakeDetector(), crop=fake_crop).missing == 0
+
+
 def test_folders_that_could_not_be_listed_are_not_taken_for_deleted(library: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      tmp_path: Path) -> None:
     backup = tmp_path / "photos" / "backup"

@@ -82,6 +82,9 @@ class DetectReport:
     moved: int = 0  # known content at a new path: faces kept, nothing redone
     copies: int = 0  # known content at a new path while another path of it still exists (a copy, a link)
     removed_people: list[str] = field(default_factory=list)  # left without a face by replaced photos
+    # Photos recorded under the folders walked whose only file was not found: kept with their faces and
+    # names (an unmounted disk must not lose them), and said, so a deletion does not pass unnoticed.
+    missing: int = 0
     faces: int = 0  # faces found in the photos detected now
     embedded: int = 0  # faces embedded on the way (``embedder`` given)
     failed: list[FileFailure] = field(default_factory=list)
@@ -746,10 +749,12 @@ class _Writer:
             self.conn.execute("UPDATE photos SET path = ? WHERE id = ?", [path, photo_id])
             self.conn.execute("DELETE FROM files WHERE path = ? AND photo_id = ?", [gone, photo_id])
 
-    def prune_vanished(self, roots: Sequence[Path], found: set[str]) -> None:
+    def prune_vanished(self, roots: Sequence[Path], found: set[str]) -> int:
         """Forget paths under the walked folders ``roots`` that are gone, where their photo has another path.
 
-        A photo's only path is kept even when it is gone (an unmounted disk must not lose names)."""
+        A photo's only path is kept even when it is gone (an unmounted disk must not lose names); returns
+        how many such photos there are, e.g. ``2`` after two photos were deleted from a walked folder."""
+        missing: set[str] = set()  # a set: folders given twice (a folder and one inside it) count once
         for root in roots:
             prefix = str(root).rstrip(os.sep) + os.sep
             # A range over the primary key: every path that starts with prefix ("/" + 1 == "0").
@@ -763,10 +768,12 @@ class _Writer:
                         "SELECT path FROM files WHERE photo_id = ? AND path != ? ORDER BY error IS NOT NULL, "
                         "seen_at DESC LIMIT 1", [photo_id, path]).fetchone()
                     if other is None:
+                        missing.add(path)
                         continue
                     self.conn.execute("UPDATE photos SET path = ? WHERE id = ? AND path = ?",
                                       [other[0], photo_id, path])
                 self.conn.execute("DELETE FROM files WHERE path = ?", [path])
+        return len(missing)
 
     def _store_faces(self, photo_id: int, faces: list[_NewFace]) -> list[int]:
         # Re-detection (--force, new settings) updates matching faces in place, so face ids, names and
@@ -930,7 +937,7 @@ def detect_paths(
             todo.add(path)
     if walked or relink or reread:
         with catalog.transaction():
-            writer.prune_vanished(walked, {str(path) for path in files})
+            report.missing = writer.prune_vanished(walked, {str(path) for path in files})
             writer.relink(relink)
             writer.reread(reread)
     if not todo:

@@ -37,6 +37,8 @@ def _summary(result: dict[str, Any], top: list[dict[str, Any]]) -> None:
             table.add_row("unchanged checked by hash / changed",
                           f"{d['checked']} / {d['checked_changed']}")
         table.add_row("files failed", str(len(d["failed"])))
+        if d["missing"]:
+            table.add_row("photos not found (faces kept)", str(d["missing"]))
     table.add_row("faces embedded now", str(result["embed"]["embedded"] + (result.get("detect") or {}).get("embedded", 0)))
     table.add_row("faces of this model", str(cluster["faces"]))
     table.add_row("left out: low probability", str(cluster["low_probability"]))

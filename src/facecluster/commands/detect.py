@@ -48,8 +48,18 @@ def report_files(report: object, quiet: bool) -> None:
         )
         if report.checked:
             click.echo(checked_line(report), err=True)
+        if report.missing:
+            click.echo(missing_line(report.missing), err=True)
     print_failures(report.failed, stream=sys.stderr)
     print_removed_people(report.removed_people, stream=sys.stderr)
+
+
+def missing_line(missing: int) -> str:
+    """Photos recorded under the folders given whose file was not found, e.g. ``2 photos recorded under
+    these folders were not found (deleted, moved away or on a disk not mounted): their faces and names are
+    kept``."""
+    return (f"{counted(missing, 'photo')} recorded under these folders {'was' if missing == 1 else 'were'} not "
+            "found (deleted, moved away or on a disk not mounted): their faces and names are kept")
 
 
 def checked_line(report: object) -> str:
