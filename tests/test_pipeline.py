@@ -641,6 +641,20 @@ def test_photos_deleted_from_the_folders_walked_are_counted_and_keep_their_faces
     assert detect_paths(catalog, [library / "2020" / "a1.png"], FakeDetector(), crop=fake_crop).missing == 0
 
 
+def test_files_the_walk_does_not_yield_and_files_that_never_decoded_are_not_missing(library: Path) -> None:
+    from tests.fakes import make_photo
+
+    catalog = Catalog.open(None)
+    hidden = make_photo(library / ".hidden" / "h.png", [5])  # walks skip hidden folders; given by name, recorded
+    (library / "2021" / "broken.png").write_text("not an image")
+    detect_paths(catalog, [library], FakeDetector(), crop=fake_crop)
+    detect_paths(catalog, [hidden], FakeDetector(), crop=fake_crop)
+    assert detect_paths(catalog, [library], FakeDetector(), crop=fake_crop).missing == 0
+    assert catalog.db.execute("SELECT count(*) FROM files WHERE path = ?", [str(hidden)]).fetchone()[0] == 1
+    (library / "2021" / "broken.png").unlink()  # it had no faces to keep
+    assert detect_paths(catalog, [library], FakeDetector(), crop=fake_crop).missing == 0
+
+
 def test_folders_that_could_not_be_listed_are_not_taken_for_deleted(library: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      tmp_path: Path) -> None:
     backup = tmp_path / "photos" / "backup"

@@ -769,12 +769,49 @@ def test_train_refuses_an_existing_out_unless_overwrite_or_resume(tmp_path: Path
               resume=True)
     assert other.read_bytes() == before
     (junk := tmp_path / "notes.txt").write_text("not a model")
-    with pytest.raises(ModelError, match=r"^--out .*notes.txt " + not_ours):
+    with pytest.raises(ModelError, match=r"^--out .*notes.txt exists and cannot be read to tell which run wrote it"):
         train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=junk, run_dir=tmp_path / "r",
               resume=True)
     result = train(faces, _config(freeze_backbone=True, epochs=3), base=base, out=other, run_dir=tmp_path / "r",
                    resume=True, overwrite=True)
     assert load_model_file(other)[1]["epochs"] == 3
+
+
+def test_resume_tells_why_it_may_not_replace_an_out(tmp_path: Path, base_state: dict) -> None:
+    faces, base = _faces(), BaseModel(base_state, "b")
+    config, run, out = _config(freeze_backbone=True, epochs=1), tmp_path / "r", tmp_path / "m.pt"
+    train(faces, config, base=base, out=out, run_dir=run)
+    good = out.read_bytes()
+    out.write_bytes(good[: len(good) // 2])  # a copy cut short: which run wrote it cannot be read
+    with pytest.raises(ModelError, match=r"^--out .*m.pt exists and cannot be read to tell which run wrote it: give "
+                                         r"--force to replace it, or another --out$"):
+        train(faces, config, base=base, out=out, run_dir=run, resume=True)
+    train(faces, config, base=base, out=out, run_dir=run, resume=True, overwrite=True)
+    assert out.read_bytes() == good  # the same run writes the same bytes
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(ModelError, match=r"^--out .*folder.pt is a folder: give the model file's name$"):
+        train(faces, config, base=base, out=tmp_path / "folder.pt", run_dir=tmp_path / "r2", overwrite=True)
+    assert not (tmp_path / "r2").exists()  # refused before the run began, not after its last epoch
+
+
+def test_a_checkpoint_from_before_run_ids_rewrites_the_same_model(tmp_path: Path, base_state: dict) -> None:
+    faces, base = _faces(), BaseModel(base_state, "b")
+    config, run = _config(freeze_backbone=True, epochs=1), tmp_path / "r"
+    train(faces, config, base=base, out=tmp_path / "m.pt", run_dir=run)
+    ckpt = torch_load(run / "checkpoint.pt")
+    del ckpt["run_id"]  # as written before runs were named (the checksum does not cover it)
+    torch.save(ckpt, run / "checkpoint.pt")
+    first = train(faces, config, base=base, out=tmp_path / "a.pt", run_dir=run, resume=True)
+    second = train(faces, config, base=base, out=tmp_path / "b.pt", run_dir=run, resume=True)
+    assert first.sha256 == second.sha256  # no new random id each time: the same model id for the catalog
+    with pytest.raises(ModelError, match=r"exists and cannot be shown to be this run's model \(the run began before "
+                                         r"runs were named\): give --force"):
+        train(faces, config, base=base, out=tmp_path / "a.pt", run_dir=run, resume=True)
+    # Trained on, the run is named from then on, and may replace its own model unasked.
+    longer = _config(freeze_backbone=True, epochs=2)
+    train(faces, longer, base=base, out=tmp_path / "c.pt", run_dir=run, resume=True)
+    assert torch_load(run / "checkpoint.pt")["run_id"] == load_model_file(tmp_path / "c.pt")[1]["run_id"]
+    train(faces, longer, base=base, out=tmp_path / "c.pt", run_dir=run, resume=True)
 
 
 def test_an_out_written_by_another_run_during_training_is_kept(tmp_path: Path, base_state: dict) -> None:

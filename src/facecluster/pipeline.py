@@ -761,14 +761,17 @@ class _Writer:
             rows = self.conn.execute("SELECT path, photo_id FROM files WHERE path >= ? AND path < ?",
                                      [prefix, prefix[:-1] + chr(ord(os.sep) + 1)]).fetchall()
             for path, photo_id in rows:
-                if path in found:
+                # Not walked is not gone: a file given by name in a hidden folder or with another suffix.
+                if path in found or os.path.lexists(path):
                     continue
                 if photo_id is not None:
                     other = self.conn.execute(
                         "SELECT path FROM files WHERE photo_id = ? AND path != ? ORDER BY error IS NOT NULL, "
                         "seen_at DESC LIMIT 1", [photo_id, path]).fetchone()
                     if other is None:
-                        missing.add(path)
+                        status = self.conn.execute("SELECT status FROM photos WHERE id = ?", [photo_id]).fetchone()
+                        if status is not None and status[0] == "detected":  # a file that never decoded had no faces
+                            missing.add(path)
                         continue
                     self.conn.execute("UPDATE photos SET path = ? WHERE id = ? AND path = ?",
                                       [other[0], photo_id, path])

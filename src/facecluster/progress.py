@@ -32,16 +32,22 @@ stderr_console = Console(stderr=True)
 
 
 class RateColumn(ProgressColumn):
-    """Items per second over rich's recent window (photos for detect, faces for embed), blank until known.
+    """Items per second since the stage began (photos for detect, faces for embed), blank for 2 s.
 
-    Example: ``Progress(BarColumn(), RateColumn())`` draws ``… 26.7/s``.
+    The average since the first report, not rich's windowed speed: workers finish batches in bursts, and
+    a window of two reports a millisecond apart reads thousands a second. Work already done when the stage
+    began (the task's ``done_before`` field: a re-run's skipped photos) is not counted. A finished bar
+    keeps its rate. Example: ``Progress(BarColumn(), RateColumn())`` draws ``… 26.7/s``.
     """
 
+    min_seconds = 2.0
+
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed  # update() never sets finished_speed, only advance()
-        if speed is None:
+        elapsed = task.finished_time if task.finished_time is not None else task.elapsed
+        if not elapsed or elapsed < self.min_seconds:
             return Text("")
-        return Text(f"{speed:.1f}/s" if speed < 100 else f"{speed:.0f}/s", style="progress.data.speed")
+        rate = (task.completed - task.fields.get("done_before", 0)) / elapsed
+        return Text(f"{rate:.1f}/s" if rate < 100 else f"{rate:.0f}/s", style="progress.data.speed")
 
 
 @contextmanager
@@ -65,7 +71,7 @@ def progress_bar(quiet: bool = False) -> Iterator[ProgressFn]:
             if stage not in tasks:
                 if total == 0:  # nothing to do in this stage (cluster embeds inside detect): no empty "0/0" bar
                     return
-                tasks[stage] = bars.add_task(stage, total=total)
+                tasks[stage] = bars.add_task(stage, total=total, done_before=done)
             bars.update(tasks[stage], completed=done, total=total)
 
         yield report

@@ -116,6 +116,8 @@ def _checked_options(config: TrainConfig, base: BaseModel, device: str, run_dir:
     check_run_dir(run_dir, resume)
     check_writable(run_dir, f"--run-dir {run_dir}")
     if out is not None:
+        if out.is_dir():  # else found only when the model is written, after the last epoch
+            raise ModelError(f"--out {out} is a folder: give the model file's name")
         check_writable(out.parent, f"--out {out}")
     ckpt: dict[str, Any] | None = None
     if resume:
@@ -125,30 +127,36 @@ def _checked_options(config: TrainConfig, base: BaseModel, device: str, run_dir:
         _check_resume(ckpt, run_dir, replace(config, lr=_step_size(config, base)), base)
     # A trained model can take hours to make again, and a catalog's vectors name the model they came from.
     # Only this run's own model (written by it before, e.g. trained longer now) is replaced unasked.
-    if out is not None and not overwrite and not _own_model(out, None if ckpt is None else ckpt.get("run_id")):
-        whose = " and is not this run's model" if resume else ""
-        raise ModelError(f"--out {out} exists{whose}: give --force to replace it, or another --out")
+    if out is not None and not overwrite:
+        why = _why_not_replace(out, None if ckpt is None else ckpt.get("run_id"), resume)
+        if why:
+            raise ModelError(f"--out {out} {why}: give --force to replace it, or another --out")
     return dev, ckpt
 
 
-def _own_model(out: Path, run_id: str | None) -> bool:
-    """True when ``out`` does not exist or is the model file written by the run ``run_id``.
+def _why_not_replace(out: Path, run_id: str | None, resume: bool) -> str | None:
+    """``None`` when ``out`` does not exist or is the model file the run ``run_id`` wrote; else why not.
 
     Reads only the file's meta (a model whose weights are damaged still says which run wrote it, so
-    writing it again from that run's folder works). Anything unreadable is not ours.
+    writing it again from that run's folder works). Example: ``_why_not_replace(Path("m.pt"), None,
+    False)`` -> ``"exists"`` when m.pt does.
     """
     if not out.exists() and not out.is_symlink():
-        return True
+        return None
+    if not resume:
+        return "exists"
     if run_id is None:
-        return False
+        return "exists and cannot be shown to be this run's model (the run began before runs were named)"
     from facecluster.weights import torch_load
 
     try:
         payload = torch_load(out)
-    except Exception:  # noqa: BLE001 - any file we cannot read as a model file is someone else's
-        return False
+    except Exception:  # noqa: BLE001 - whatever stops the read, the file cannot tell which run wrote it
+        return "exists and cannot be read to tell which run wrote it"
     meta = payload.get("meta") if isinstance(payload, dict) else None
-    return isinstance(meta, dict) and meta.get("run_id") == run_id
+    if isinstance(meta, dict) and meta.get("run_id") == run_id:
+        return None
+    return "exists and is not this run's model"
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -602,7 +610,11 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     optimizer = _make_optimizer(config.optimizer, params, lr, config.weight_decay)
     history: list[dict[str, Any]] = []
     # Names the run in its checkpoints and model file, so a resume may replace its own --out but no other.
-    run_id = str(ckpt.get("run_id") or uuid.uuid4().hex) if ckpt is not None else uuid.uuid4().hex
+    # A checkpoint from before runs were named keeps none until it trains on (a random one on every
+    # rewrite would change the model file's bytes, so its model id, each time).
+    run_id: str | None = uuid.uuid4().hex
+    if ckpt is not None:
+        run_id = ckpt.get("run_id") or (uuid.uuid4().hex if int(ckpt["epoch"]) < config.epochs else None)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=not frozen)
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -734,7 +746,7 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
         "versions": _versions(), "crop": data.crop_key, "run_id": run_id,
     }
     model.eval()
-    if not overwrite and not _own_model(out, run_id):
+    if not overwrite and _why_not_replace(out, run_id, True):
         # Absent (or this run's) when the run began, hours ago: another run given the same --out wrote it since.
         raise ModelError(f"--out {out} appeared during training (another run with the same --out?) and is kept; "
                          f"so is this run: write its model with the same command plus --resume --run-dir {run_dir} "
