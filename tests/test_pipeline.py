@@ -903,8 +903,14 @@ def test_checksum_hashes_unchanged_files_and_detects_none(library: Path, monkeyp
         built.append(1)
         return detector
 
-    report = detect_paths(catalog, [library], factory, crop=fake_crop, checksum=True)
+    reports: list[tuple[str, int, int | None]] = []
+    report = detect_paths(catalog, [library], factory, crop=fake_crop, checksum=True,
+                          progress=lambda *r: reports.append(r))
     assert report.skipped == len(LIBRARY) and report.detected == 0 and report.moved == 0
+    # Hashing reports as its own stage, and detection begins with what hashing found unchanged, so the
+    # files hashed never count as photos detected (the bars' rate).
+    n = len(LIBRARY)
+    assert reports[0] == ("hash", 1, n) and reports[n - 1] == ("hash", n, n) and reports[n] == ("detect", n, n)
     assert (report.checked, report.checked_changed) == (len(LIBRARY), 0)
     assert detector.calls == 0 and not built  # only the hashes were paid for, not the model
     assert sorted(hashed) == sorted(p for p in library.rglob("*") if p.is_file())  # each file read once

@@ -922,7 +922,6 @@ def detect_paths(
                         unchanged(path, previous)
                     continue
         todo.add(path)
-    progress("detect", report.skipped, len(files))
     reread: list[tuple[str, float]] = []  # racy files found unchanged: (path, when they were read)
     hashes = _read_in_order(_content_hash, [path for path, _ in unsure], pipeline.prefetch_workers)
     for (path, previous), (digest, seen) in zip(unsure, hashes):
@@ -931,13 +930,15 @@ def detect_paths(
             unchanged(path, previous)
             if _racy(previous, pipeline.racy_window_s):
                 reread.append((str(path), seen))
-            progress("detect", report.skipped, len(files))
         else:
             # Other content goes the way of any edited file (hashed once more there); so does a file that
             # cannot be read now, which is recorded as failed there.
             if digest is not None:
                 report.checked_changed += 1
             todo.add(path)
+        # A stage of its own: hashing runs at disk speed, and counted as detection it made its rate a lie.
+        progress("hash", report.checked, len(unsure))
+    progress("detect", report.skipped, len(files))
     if walked or relink or reread:
         with catalog.transaction():
             report.missing = writer.prune_vanished(walked, {str(path) for path in files})
