@@ -758,9 +758,10 @@ class _Writer:
         for root in roots:
             prefix = str(root).rstrip(os.sep) + os.sep
             # A range over the primary key: every path that starts with prefix ("/" + 1 == "0").
-            rows = self.conn.execute("SELECT path, photo_id FROM files WHERE path >= ? AND path < ?",
+            rows = self.conn.execute("SELECT f.path, f.photo_id, p.status FROM files f LEFT JOIN photos p "
+                                     "ON p.id = f.photo_id WHERE f.path >= ? AND f.path < ?",
                                      [prefix, prefix[:-1] + chr(ord(os.sep) + 1)]).fetchall()
-            for path, photo_id in rows:
+            for path, photo_id, status in rows:
                 # Not walked is not gone: a file given by name in a hidden folder or with another suffix.
                 if path in found or os.path.lexists(path):
                     continue
@@ -769,8 +770,7 @@ class _Writer:
                         "SELECT path FROM files WHERE photo_id = ? AND path != ? ORDER BY error IS NOT NULL, "
                         "seen_at DESC LIMIT 1", [photo_id, path]).fetchone()
                     if other is None:
-                        status = self.conn.execute("SELECT status FROM photos WHERE id = ?", [photo_id]).fetchone()
-                        if status is not None and status[0] == "detected":  # a file that never decoded had no faces
+                        if status == "detected":  # a file that never decoded had no faces to keep
                             missing.add(path)
                         continue
                     self.conn.execute("UPDATE photos SET path = ? WHERE id = ? AND path = ?",

@@ -78,6 +78,16 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def matches_state_sha256(state: Mapping[str, Any], stored: object) -> bool:
+    """True when ``stored`` is the ``state_sha256`` of ``state``, whose values must all be tensors.
+
+    For model files and training checkpoints alike. Example:
+    ``matches_state_sha256({"w": torch.zeros(2)}, state_sha256({"w": torch.zeros(2)}))`` -> True.
+    """
+    return (isinstance(stored, str) and all(isinstance(v, torch.Tensor) for v in state.values())
+            and state_sha256(state) == stored)
+
+
 def save_private(payload: Any, path: Path | str) -> None:
     """``torch.save`` ``payload`` to ``path`` with mode 0600, through a temporary name and a rename.
 
@@ -169,13 +179,11 @@ def check_model_payload(payload: Any, path: Path | str) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise ModelError(f"{path} has no state_dict: the file is damaged, train again")
     # Before the checks below: a flipped exponent bit can make a weight infinite, which is damage, not divergence.
-    if "state_sha256" in payload:  # absent from files written before it was added: nothing to check them with
-        stored = payload["state_sha256"]
-        if (not isinstance(stored, str) or not all(isinstance(v, torch.Tensor) for v in state.values())
-                or state_sha256(state) != stored):
-            raise ModelError(f"{path} is damaged: its weights do not match the checksum written with them (bits "
-                             "changed on disk or in a copy); write it again with the same `facecluster train` "
-                             "command plus --resume --run-dir DIR (its run folder), or train again")
+    # The key is absent from files written before it was added: nothing to check them with.
+    if "state_sha256" in payload and not matches_state_sha256(state, payload["state_sha256"]):
+        raise ModelError(f"{path} is damaged: its weights do not match the checksum written with them (bits "
+                         "changed on disk or in a copy); write it again with the same `facecluster train` "
+                         "command plus --resume --run-dir DIR (its run folder), or train again")
     linear = state.get("last_linear.weight")
     dim = payload.get("dim")
     if not isinstance(linear, torch.Tensor) or linear.ndim != 2 or linear.shape[0] != dim:

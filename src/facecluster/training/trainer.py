@@ -38,7 +38,13 @@ from facecluster import __version__
 from facecluster.config import TrainConfig
 from facecluster.errors import DataError, ModelError
 from facecluster.models.inception_resnet_v1 import InceptionResnetV1
-from facecluster.models.model_file import non_finite_tensors, save_model_file, save_private, state_sha256
+from facecluster.models.model_file import (
+    matches_state_sha256,
+    non_finite_tensors,
+    save_model_file,
+    save_private,
+    state_sha256,
+)
 from facecluster.privacy import private_dir
 from facecluster.reporting import ProgressFn, null_progress
 from facecluster.training.data import FaceSet, ValidationSet
@@ -420,7 +426,8 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch_load(path)
     except (ValueError, OSError) as exc:
-        raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start a new run in another --run-dir") from exc
+        raise ModelError(f"cannot resume: checkpoint {path} is unreadable ({exc}); start a new run in another "
+                         "--run-dir") from exc
     if not isinstance(ckpt, dict) or not _CHECKPOINT_KEYS <= ckpt.keys() or not isinstance(ckpt["model"], dict):
         raise ModelError(f"cannot resume: {path} is not a facecluster training checkpoint; start a new run in "
                          "another --run-dir")
@@ -428,10 +435,10 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     # Checkpoints written before the checksum have none to check.
     if "state_sha256" in ckpt:
         try:
-            digest = state_sha256(_checkpoint_tensors(ckpt["model"], ckpt["optimizer"]))
-        except (AttributeError, TypeError, KeyError):  # not tensors where tensors belong
-            digest = ""
-        if digest != ckpt["state_sha256"]:
+            intact = matches_state_sha256(_checkpoint_tensors(ckpt["model"], ckpt["optimizer"]), ckpt["state_sha256"])
+        except (AttributeError, TypeError, KeyError):  # an optimizer state of another shape: damaged too
+            intact = False
+        if not intact:
             raise ModelError(f"cannot resume: checkpoint {path} is damaged (its weights or optimizer state do not "
                              "match the checksum written with them); start a new run in another --run-dir")
     return ckpt
@@ -615,7 +622,6 @@ def train(data: FaceSet, config: TrainConfig, *, base: BaseModel, out: Path, run
     run_id: str | None = uuid.uuid4().hex
     if ckpt is not None:
         run_id = ckpt.get("run_id") or (uuid.uuid4().hex if int(ckpt["epoch"]) < config.epochs else None)
-    if ckpt is not None:
         model.load_state_dict(ckpt["model"], strict=not frozen)
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = int(ckpt["epoch"]) + 1
